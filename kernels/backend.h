@@ -19,16 +19,6 @@
 
 #include "kernels/ops.h"
 
-typedef enum sdxs_dtype {
-    SDXS_DTYPE_F32 = 0,
-    SDXS_DTYPE_F16,
-    SDXS_DTYPE_BF16,
-    SDXS_DTYPE_U8,
-} sdxs_dtype;
-
-size_t sdxs_dtype_size(sdxs_dtype dt);
-const char *sdxs_dtype_name(sdxs_dtype dt);
-
 typedef enum sdxs_tensor_kind {
     SDXS_TENSOR_ACTIVATION = 0,
     SDXS_TENSOR_WEIGHT,
@@ -60,7 +50,8 @@ typedef struct sdxs_backend_ops {
      * `offset` of the weight block, and sets t->data. */
     sdxs_status (*weight_create)(sdxs_backend *be, sdxs_tensor *t, size_t offset,
                                  sdxs_dtype src_dtype, const void *src, sdxs_error *err);
-    /* The activation arena; called again only to grow it (never inside a run). */
+    /* The activation arena; called again only to grow it (never inside a run). Growing moves
+     * the arena, so it invalidates every recording made for replay. */
     sdxs_status (*arena_reserve)(sdxs_backend *be, size_t bytes, void **base, sdxs_error *err);
 
     /* ---- runs ---- */
@@ -72,7 +63,11 @@ typedef struct sdxs_backend_ops {
     int (*mark)(sdxs_backend *be, int mark);
     double (*elapsed_ms)(const sdxs_backend *be, int from_mark, int to_mark);
 
-    /* ---- data movement ---- */
+    /* ---- data movement ----
+     * Host inputs (upload, from_rgb8, embed's ids, gather's index) are read during the call, and
+     * these entries are called even in a replayed pass: a replaying backend must deliver them at
+     * the same point of its recorded sequence (e.g. a staging buffer the recording copies from),
+     * since an arena block may serve several tensors over one run. */
     int (*upload)(sdxs_backend *be, sdxs_tensor *dst, const float *src);
     int (*download)(sdxs_backend *be, const sdxs_tensor *src, float *dst);
     int (*from_rgb8)(sdxs_backend *be, sdxs_tensor *y, const uint8_t *src, float scale,
@@ -112,19 +107,5 @@ struct sdxs_backend {
     const sdxs_backend_ops *ops;
     void *impl;
 };
-
-/* Backend constructors. threads 0 means one per core. */
-sdxs_status sdxs_backend_cpu_create(int threads, sdxs_precision precision, sdxs_backend **out,
-                                    sdxs_error *err);
-/* Fails with SDXS_ERR_RUNTIME when the build has no CUDA backend or no GPU is usable. */
-sdxs_status sdxs_backend_cuda_create(sdxs_precision precision, sdxs_backend **out,
-                                     sdxs_error *err);
-void sdxs_backend_free(sdxs_backend *be);
-
-/* ---- contexts ---- */
-
-sdxs_status sdxs_exec_create(sdxs_backend *be, sdxs_exec **out, sdxs_error *err);
-void sdxs_exec_free(sdxs_exec *e);
-sdxs_backend *sdxs_exec_backend(sdxs_exec *e);
 
 #endif /* SDXS_BACKEND_H */

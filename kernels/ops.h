@@ -27,6 +27,16 @@ typedef struct sdxs_tensor sdxs_tensor;
 typedef struct sdxs_exec sdxs_exec;
 typedef struct sdxs_backend sdxs_backend;
 
+typedef enum sdxs_dtype {
+    SDXS_DTYPE_F32 = 0,
+    SDXS_DTYPE_F16,
+    SDXS_DTYPE_BF16,
+    SDXS_DTYPE_U8,
+} sdxs_dtype;
+
+size_t sdxs_dtype_size(sdxs_dtype dt);
+const char *sdxs_dtype_name(sdxs_dtype dt);
+
 typedef enum sdxs_act {
     SDXS_ACT_NONE = 0,
     SDXS_ACT_SILU,       /* x * sigmoid(x) */
@@ -68,6 +78,39 @@ typedef struct sdxs_cols {
     const sdxs_tensor *t;
     int64_t first, count;
 } sdxs_cols;
+
+/* ---- backends and execution contexts ---- */
+
+/* Backend constructors. threads 0 means one per core. */
+sdxs_status sdxs_backend_cpu_create(int threads, sdxs_precision precision, sdxs_backend **out,
+                                    sdxs_error *err);
+/* Fails with SDXS_ERR_RUNTIME when the build has no CUDA backend or no GPU is usable. */
+sdxs_status sdxs_backend_cuda_create(sdxs_precision precision, sdxs_backend **out,
+                                     sdxs_error *err);
+void sdxs_backend_free(sdxs_backend *be);
+
+sdxs_status sdxs_exec_create(sdxs_backend *be, sdxs_exec **out, sdxs_error *err);
+void sdxs_exec_free(sdxs_exec *e);
+sdxs_backend *sdxs_exec_backend(sdxs_exec *e);
+
+/* ---- weights ---- */
+
+/* Creates a model's weights on a backend in two passes over the same sequence of calls: a sizing
+ * pass (src is not read) after which every weight gets its place in one allocation, then a
+ * creating pass that converts each source array into the backend's format. A store that only
+ * describes a model (sdxs info) stops after the sizing pass. */
+typedef struct sdxs_weight_store sdxs_weight_store;
+
+sdxs_status sdxs_weight_store_create(sdxs_backend *be, sdxs_weight_store **out, sdxs_error *err);
+void sdxs_weight_store_free(sdxs_weight_store *ws);
+/* Ends the sizing pass: reserves the weight block and starts the creating pass. */
+sdxs_status sdxs_weight_store_reserve(sdxs_weight_store *ws, sdxs_error *err);
+bool sdxs_weight_store_sizing(const sdxs_weight_store *ws);
+/* src: logical layout, element type src_dtype (F32, F16 or BF16); NULL allowed while sizing. */
+sdxs_tensor *sdxs_weight_store_add(sdxs_weight_store *ws, sdxs_weight_role role, int ndim,
+                                   const int64_t *shape, sdxs_dtype src_dtype, const void *src,
+                                   sdxs_error *err);
+size_t sdxs_weight_store_bytes(const sdxs_weight_store *ws);
 
 /* ---- runs ---- */
 
