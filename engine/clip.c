@@ -43,7 +43,7 @@ sdxs_status sdxs_clip_build(sdxs_clip *m, sdxs_loader *ld, sdxs_error *err)
     const sdxs_clip_config *cfg = &m->cfg;
     int d = cfg->hidden_size;
     int64_t tok[2] = {cfg->vocab_size, d}, pos[2] = {cfg->max_positions, d};
-    char p[192], q[192], k[192], v[192];
+    char p[64], q[128], k[128], v[128];
     const char *qkv[3] = {q, k, v};
     sdxs_status st;
 
