@@ -63,6 +63,11 @@ static json_t *get(const sdxs_cfg *c, const char *key)
 
 bool sdxs_cfg_has(const sdxs_cfg *c, const char *key) { return get(c, key) != NULL; }
 
+bool sdxs_cfg_is_null(const sdxs_cfg *c, const char *key)
+{
+    return c->root && json_is_null(json_object_get(c->root, key));
+}
+
 int sdxs_cfg_list_len(const sdxs_cfg *c, const char *key)
 {
     json_t *v = get(c, key);

@@ -29,6 +29,7 @@ sdxs_status sdxs_cfg_reject(sdxs_cfg *c, const char *key, const char *fmt, ...)
     SDXS_PRINTF(3, 4);
 
 bool sdxs_cfg_has(const sdxs_cfg *c, const char *key); /* present and not null */
+bool sdxs_cfg_is_null(const sdxs_cfg *c, const char *key); /* present as JSON null */
 int sdxs_cfg_int(sdxs_cfg *c, const char *key, int def, int min, int max);
 double sdxs_cfg_num(sdxs_cfg *c, const char *key, double def);
 bool sdxs_cfg_bool(sdxs_cfg *c, const char *key, bool def);

@@ -16,6 +16,7 @@ extern "C" {
 #endif
 
 #define SDXS_MAX_TOKENS 77 /* CLIP context length: every prompt becomes exactly this many ids */
+#define SDXS_MAX_PROMPT_BYTES 4096 /* longer prompts are refused: CLIP reads 75 tokens anyway */
 
 /* The numeric values are the exit codes of the `sdxs` executable. */
 typedef enum sdxs_status {

@@ -89,6 +89,7 @@ typedef struct sdxs_backend_ops {
     int (*geglu)(sdxs_backend *be, sdxs_tensor *y, const sdxs_tensor *x);
     int (*axpby)(sdxs_backend *be, sdxs_tensor *y, float a, const sdxs_tensor *x, float b,
                  const sdxs_tensor *y_in, sdxs_act act);
+    int (*clamp)(sdxs_backend *be, sdxs_tensor *y, const sdxs_tensor *x, float lo, float hi);
     int (*tanh_clamp)(sdxs_backend *be, sdxs_tensor *y, const sdxs_tensor *x, float limit);
     int (*upsample2x)(sdxs_backend *be, sdxs_tensor *y, const sdxs_tensor *x);
     int (*concat_channels)(sdxs_backend *be, sdxs_tensor *y, const sdxs_tensor *a,

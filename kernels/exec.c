@@ -75,6 +75,8 @@ void sdxs_backend_free(sdxs_backend *be)
         be->ops->destroy(be);
 }
 
+const char *sdxs_backend_name(const sdxs_backend *be) { return be->ops->name; }
+
 #ifndef SDXS_HAVE_CUDA
 sdxs_status sdxs_backend_cuda_create(sdxs_precision precision, sdxs_backend **out,
                                      sdxs_error *err)
@@ -510,6 +512,16 @@ sdxs_tensor *sdxs_op_axpby(sdxs_exec *e, float a, const sdxs_tensor *x, float b,
     CHECK(!y_in || same_shape(x, y_in), "axpby");
     y = new_act(e, x->ndim, x->ne);
     ISSUE(e, "axpby", e->be->ops->axpby(e->be, y, a, x, b, y_in, act));
+    return y;
+}
+
+sdxs_tensor *sdxs_op_clamp(sdxs_exec *e, const sdxs_tensor *x, float lo, float hi)
+{
+    sdxs_tensor *y;
+    check_live(x, "clamp");
+    CHECK(lo <= hi, "clamp");
+    y = new_act(e, x->ndim, x->ne);
+    ISSUE(e, "clamp", e->be->ops->clamp(e->be, y, x, lo, hi));
     return y;
 }
 

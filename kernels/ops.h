@@ -88,6 +88,7 @@ sdxs_status sdxs_backend_cpu_create(int threads, sdxs_precision precision, sdxs_
 sdxs_status sdxs_backend_cuda_create(sdxs_precision precision, sdxs_backend **out,
                                      sdxs_error *err);
 void sdxs_backend_free(sdxs_backend *be);
+const char *sdxs_backend_name(const sdxs_backend *be); /* "cpu", "cuda" */
 
 sdxs_status sdxs_exec_create(sdxs_backend *be, sdxs_exec **out, sdxs_error *err);
 void sdxs_exec_free(sdxs_exec *e);
@@ -142,7 +143,7 @@ sdxs_tensor *sdxs_op_upload(sdxs_exec *e, int ndim, const int64_t *shape, const 
 /* Logical-layout float32 out; dst is filled when the run ends. */
 void sdxs_op_download(sdxs_exec *e, const sdxs_tensor *t, float *dst);
 
-/* (N, H, W, 3) uint8 host pixels in, (N, 3, H, W) out: value * scale + shift. */
+/* (N, H, W, 3) uint8 host pixels in, (N, 3, H, W) out: (value / 255) * scale + shift. */
 sdxs_tensor *sdxs_op_from_rgb8(sdxs_exec *e, const uint8_t *src, int64_t n, int64_t h,
                                int64_t w, float scale, float shift);
 /* (N, 3, H, W) in; dst (N, H, W, 3) uint8 = round_half_even(clamp(x * scale + shift, 0, 1) * 255),
@@ -173,6 +174,8 @@ sdxs_tensor *sdxs_op_geglu(sdxs_exec *e, const sdxs_tensor *x);
 /* y = act(a * x + b * y_in), elementwise over equal shapes; y_in may be NULL (then b is unused). */
 sdxs_tensor *sdxs_op_axpby(sdxs_exec *e, float a, const sdxs_tensor *x, float b,
                            const sdxs_tensor *y_in, sdxs_act act);
+/* y = min(max(x, lo), hi). */
+sdxs_tensor *sdxs_op_clamp(sdxs_exec *e, const sdxs_tensor *x, float lo, float hi);
 /* y = tanh(x / limit) * limit: AutoencoderTiny's soft clamp. */
 sdxs_tensor *sdxs_op_tanh_clamp(sdxs_exec *e, const sdxs_tensor *x, float limit);
 /* (N, C, H, W) -> (N, C, 2H, 2W), nearest. */

@@ -200,7 +200,8 @@ static int cpu_from_rgb8(sdxs_backend *be, sdxs_tensor *y, const uint8_t *src, f
     for (int64_t b = 0; b < n; b++)
         for (int64_t c = 0; c < 3; c++)
             for (int64_t i = 0; i < h * w; i++)
-                out[(b * 3 + c) * h * w + i] = (float)src[(b * h * w + i) * 3 + c] * scale + shift;
+                out[(b * 3 + c) * h * w + i] =
+                    (float)src[(b * h * w + i) * 3 + c] / 255.0f * scale + shift;
     return 0;
 }
 
@@ -501,6 +502,17 @@ static int cpu_axpby(sdxs_backend *be, sdxs_tensor *y, float a, const sdxs_tenso
     return 0;
 }
 
+static int cpu_clamp(sdxs_backend *be, sdxs_tensor *y, const sdxs_tensor *x, float lo, float hi)
+{
+    int64_t count = sdxs_tensor_numel(y);
+#pragma omp parallel for
+    for (int64_t i = 0; i < count; i++) {
+        float v = fp(x)[i];
+        fp(y)[i] = v < lo ? lo : (v > hi ? hi : v);
+    }
+    return 0;
+}
+
 static int cpu_tanh_clamp(sdxs_backend *be, sdxs_tensor *y, const sdxs_tensor *x, float limit)
 {
     int64_t count = sdxs_tensor_numel(y);
@@ -624,6 +636,7 @@ static const sdxs_backend_ops cpu_ops = {
     .attention = cpu_attention,
     .geglu = cpu_geglu,
     .axpby = cpu_axpby,
+    .clamp = cpu_clamp,
     .tanh_clamp = cpu_tanh_clamp,
     .upsample2x = cpu_upsample2x,
     .concat_channels = cpu_concat_channels,

@@ -1,0 +1,161 @@
+"""Builds random-weight SDXS model folders (the diffusers layout the engine reads) from the
+configurations in tests/ref/configs, deterministically from a seed.
+
+Variants:
+  dreamshaper, sdxs09        the real configurations at full size
+  tiny-dreamshaper, tiny-09  the same architectures shrunk (narrow channels, 2 text layers), for
+                             fast tests; every feature of the full model is still exercised
+Each folder also gets fp16 copies of its weights (*.fp16.safetensors).
+
+Random weights from PyTorch's default initialisation make some stages degenerate (the tiny
+decoder saturates, the U-Net output is tiny), which would let a comparison pass trivially. After
+building, `condition()` rescales a few layers so that every stage the tests compare has a healthy
+spread; tests assert that spread too.
+
+Usage: make_models.py OUT_DIR NAME [NAME ...]   (a folder that exists with the same stamp is kept)
+"""
+import copy
+import hashlib
+import json
+import os
+import shutil
+import sys
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CONFIGS = os.path.join(HERE, "configs")
+sys.path.insert(0, HERE)
+from tokenizer_files import write_tokenizer  # noqa: E402
+
+VARIANTS = {
+    "dreamshaper": ("sdxs-512-dreamshaper", False),
+    "sdxs09": ("sdxs-512-0.9", False),
+    "tiny-dreamshaper": ("sdxs-512-dreamshaper", True),
+    "tiny-09": ("sdxs-512-0.9", True),
+}
+
+
+def load(folder, name):
+    with open(os.path.join(CONFIGS, folder, name)) as f:
+        return json.load(f)
+
+
+def shrink_unet(cfg):
+    """Narrow channels and few heads, same block structure and options."""
+    cfg = copy.deepcopy(cfg)
+    cfg["block_out_channels"] = [32, 64, 64]
+    cfg["norm_num_groups"] = 8
+    ahd = cfg["attention_head_dim"]
+    cfg["attention_head_dim"] = [2, 4, 4] if isinstance(ahd, list) else 2
+    cfg["cross_attention_dim"] = 32
+    cfg["sample_size"] = 16
+    return cfg
+
+
+def shrink_text(cfg):
+    cfg = dict(cfg, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+               num_attention_heads=2, projection_dim=32)
+    return cfg
+
+
+def shrink_vae(cfg):
+    return dict(cfg, encoder_block_out_channels=[16, 16, 16, 16],
+                decoder_block_out_channels=[16, 16, 16, 16],
+                num_encoder_blocks=[1, 1, 1, 1], num_decoder_blocks=[1, 1, 1, 1])
+
+
+def stamp(name, seed):
+    h = hashlib.sha256()
+    for path in [os.path.abspath(__file__), os.path.join(HERE, "tokenizer_files.py")]:
+        with open(path, "rb") as f:
+            h.update(f.read())
+    folder = VARIANTS[name][0]
+    for fn in sorted(os.listdir(os.path.join(CONFIGS, folder))):
+        with open(os.path.join(CONFIGS, folder, fn), "rb") as f:
+            h.update(f.read())
+    h.update(f"{name}:{seed}:{torch.__version__}".encode())
+    return h.hexdigest()
+
+
+@torch.no_grad()
+def condition(unet, vae, text_encoder, sample_size, cross_dim, gen):
+    """Rescales layers so the stages the tests compare are neither flat nor saturated."""
+    # The text encoder's final layer norm: unit scale, as trained CLIP models roughly have.
+    # The U-Net's output conv: its prediction should be of order one, like a trained epsilon.
+    latent = torch.randn(1, unet.config.in_channels, sample_size, sample_size, generator=gen)
+    ctx = torch.randn(1, 77, cross_dim, generator=gen)
+    out = unet(latent, 999, ctx).sample
+    unet.conv_out.weight.mul_(1.0 / max(out.std().item(), 1e-6))
+    unet.conv_out.bias.zero_()
+    # The tiny decoder: default init gives an output of tiny spread around 0 that the final
+    # clamp maps to one grey; scale its last conv so the pixels spread over the range.
+    x = torch.randn(1, vae.config.latent_channels, sample_size, sample_size, generator=gen)
+    d = vae.decode(x).sample
+    last = vae.decoder.layers[-1]
+    last.weight.mul_(0.35 / max(d.std().item(), 1e-6))
+    last.bias.zero_()
+
+
+def build(out_dir, name, seed=1234):
+    from diffusers import (AutoencoderTiny, StableDiffusionPipeline, UNet2DConditionModel)
+    from diffusers.schedulers import DEISMultistepScheduler, EulerDiscreteScheduler
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    folder, tiny = VARIANTS[name]
+    dst = os.path.join(out_dir, name)
+    st = stamp(name, seed)
+    if os.path.exists(os.path.join(dst, ".stamp")):
+        with open(os.path.join(dst, ".stamp")) as f:
+            if f.read() == st:
+                return dst
+    if os.path.exists(dst):
+        shutil.rmtree(dst)
+
+    unet_cfg = load(folder, "unet.json")
+    text_cfg = load(folder, "text_encoder.json")
+    vae_cfg = load(folder, "vae.json")
+    tok_cfg = load(folder, "tokenizer.json")
+    sched_cfg = load(folder, "scheduler.json")
+    if tiny:
+        unet_cfg, text_cfg, vae_cfg = shrink_unet(unet_cfg), shrink_text(text_cfg), shrink_vae(vae_cfg)
+
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    unet = UNet2DConditionModel.from_config(unet_cfg).eval()
+    vae = AutoencoderTiny.from_config(vae_cfg).eval()
+    text_encoder = CLIPTextModel(CLIPTextConfig(**text_cfg)).eval()
+    condition(unet, vae, text_encoder, unet_cfg["sample_size"], unet_cfg["cross_attention_dim"],
+              gen)
+
+    tok_dir = os.path.join(dst + ".tmp", "tokenizer-src")
+    write_tokenizer(tok_dir, tok_cfg["pad_token"])
+    tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
+    sched_cls = {"EulerDiscreteScheduler": EulerDiscreteScheduler,
+                 "DEISMultistepScheduler": DEISMultistepScheduler}[sched_cfg["_class_name"]]
+    scheduler = sched_cls.from_config(sched_cfg)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                                   unet=unet, scheduler=scheduler, safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+    pipe.save_pretrained(dst + ".tmp")
+    shutil.rmtree(tok_dir)
+    # The tokenizer files as the public folders have them (vocab.json, merges.txt, ...).
+    write_tokenizer(os.path.join(dst + ".tmp", "tokenizer"), tok_cfg["pad_token"])
+
+    # fp16 copies of every weight file.
+    from safetensors.torch import load_file, save_file
+    for sub, base in [("unet", "diffusion_pytorch_model"), ("vae", "diffusion_pytorch_model"),
+                      ("text_encoder", "model")]:
+        src = os.path.join(dst + ".tmp", sub, base + ".safetensors")
+        tensors = {k: v.half().contiguous() for k, v in load_file(src).items()}
+        save_file(tensors, os.path.join(dst + ".tmp", sub, base + ".fp16.safetensors"))
+    with open(os.path.join(dst + ".tmp", ".stamp"), "w") as f:
+        f.write(st)
+    os.rename(dst + ".tmp", dst)
+    return dst
+
+
+if __name__ == "__main__":
+    out = sys.argv[1]
+    for n in sys.argv[2:]:
+        print(build(out, n))
