@@ -1,7 +1,7 @@
-/* canny.c: OpenCV's Canny edge detector (cv2.Canny with aperture 3 and the L1 gradient, after
- * cv2.COLOR_RGB2GRAY) re-done in C with the same integer arithmetic, so the edge map is OpenCV's
- * pixel for pixel; and sdxs_control_prepare, which turns a request's control image into what the
- * ControlNet sees. See canny.h for the contracts.
+/* canny.c: OpenCV's Canny edge detector (cv2.Canny with aperture 3 and the L1 gradient, on the
+ * COLOR_RGB2GRAY grey or on all three channels) re-done in C with the same integer arithmetic, so
+ * the edge map is OpenCV's pixel for pixel; and sdxs_control_prepare, which turns a request's
+ * control image into what the ControlNet sees. See canny.h for the contracts.
  *
  * Letters: W, H are the image's width and height; padded planes are (H + 2, W + 2) with a one
  * pixel border, so the neighbours of every image pixel exist.
@@ -34,7 +34,7 @@ enum { MAP_MAYBE = 0, MAP_NO = 1, MAP_EDGE = 2 };
 
 typedef struct canny_planes {
     int width, height;
-    uint8_t *grey;  /* (H + 2, W + 2) replicated border */
+    uint8_t *plane; /* (H + 2, W + 2) one channel or grey, replicated border */
     int16_t *dx;    /* (H, W) Sobel x */
     int16_t *dy;    /* (H, W) Sobel y */
     int32_t *mag;   /* (H + 2, W + 2) |dx| + |dy|, zero border */
@@ -44,7 +44,7 @@ typedef struct canny_planes {
 
 static void canny_planes_free(canny_planes *p)
 {
-    free(p->grey);
+    free(p->plane);
     free(p->dx);
     free(p->dy);
     free(p->mag);
@@ -61,44 +61,52 @@ static sdxs_status canny_planes_alloc(canny_planes *p, int width, int height, sd
     memset(p, 0, sizeof(*p));
     p->width = width;
     p->height = height;
-    p->grey = sdxs_alloc(padded, err, "canny grey");
+    p->plane = sdxs_alloc(padded, err, "canny plane");
     p->dx = sdxs_alloc(n * sizeof(int16_t), err, "canny gradients");
     p->dy = sdxs_alloc(n * sizeof(int16_t), err, "canny gradients");
     p->mag = sdxs_calloc(padded, sizeof(int32_t), err, "canny magnitudes");
     p->map = sdxs_alloc(padded, err, "canny map");
     p->stack = sdxs_alloc(n * sizeof(int32_t), err, "canny stack");
-    if (!p->grey || !p->dx || !p->dy || !p->mag || !p->map || !p->stack) {
+    if (!p->plane || !p->dx || !p->dy || !p->mag || !p->map || !p->stack) {
         canny_planes_free(p);
         return SDXS_ERR_RUNTIME;
     }
     return SDXS_OK;
 }
 
-/* COLOR_RGB2GRAY into the padded plane, then the border copied from the nearest pixel
- * (OpenCV's BORDER_REPLICATE for the Sobel filter). */
-static void canny_grey(const sdxs_image *src, canny_planes *p)
+/* One channel of src (0..2), or its COLOR_RGB2GRAY grey (channel -1), into the padded plane; the
+ * border repeats the nearest pixel (OpenCV's BORDER_REPLICATE for the Sobel filter). */
+static void canny_plane(const sdxs_image *src, int channel, canny_planes *p)
 {
     int w = p->width, h = p->height, pw = w + 2;
     for (int y = 0; y < h; y++) {
         const uint8_t *in = src->rgb + (size_t)y * (size_t)w * 3;
-        uint8_t *out = p->grey + (size_t)(y + 1) * (size_t)pw + 1;
-        for (int x = 0; x < w; x++) {
-            int v = in[3 * x] * GREY_R + in[3 * x + 1] * GREY_G + in[3 * x + 2] * GREY_B;
-            out[x] = (uint8_t)((v + (1 << (GREY_SHIFT - 1))) >> GREY_SHIFT);
+        uint8_t *out = p->plane + (size_t)(y + 1) * (size_t)pw + 1;
+        if (channel < 0) {
+            for (int x = 0; x < w; x++) {
+                int v = in[3 * x] * GREY_R + in[3 * x + 1] * GREY_G + in[3 * x + 2] * GREY_B;
+                out[x] = (uint8_t)((v + (1 << (GREY_SHIFT - 1))) >> GREY_SHIFT);
+            }
+        } else {
+            for (int x = 0; x < w; x++)
+                out[x] = in[3 * x + channel];
         }
         out[-1] = out[0];
         out[w] = out[w - 1];
     }
-    memcpy(p->grey, p->grey + pw, (size_t)pw);
-    memcpy(p->grey + (size_t)(h + 1) * (size_t)pw, p->grey + (size_t)h * (size_t)pw, (size_t)pw);
+    memcpy(p->plane, p->plane + pw, (size_t)pw);
+    memcpy(p->plane + (size_t)(h + 1) * (size_t)pw, p->plane + (size_t)h * (size_t)pw,
+           (size_t)pw);
 }
 
-/* Sobel 3x3 (x: [-1 0 1] across, [1 2 1] down; y the transpose) and the L1 magnitude. */
-static void canny_gradients(canny_planes *p)
+/* Sobel 3x3 of the plane (x: [-1 0 1] across, [1 2 1] down; y the transpose) and the L1
+ * magnitude. The first plane fills dx, dy and mag; a later one replaces them where its magnitude
+ * is strictly larger, which is how OpenCV picks the channel of a multi-channel image. */
+static void canny_gradients(canny_planes *p, bool first)
 {
     int w = p->width, h = p->height, pw = w + 2;
     for (int y = 0; y < h; y++) {
-        const uint8_t *up = p->grey + (size_t)y * (size_t)pw + 1;
+        const uint8_t *up = p->plane + (size_t)y * (size_t)pw + 1;
         const uint8_t *mid = up + pw, *down = mid + pw;
         int16_t *dx = p->dx + (size_t)y * (size_t)w, *dy = p->dy + (size_t)y * (size_t)w;
         int32_t *mag = p->mag + (size_t)(y + 1) * (size_t)pw + 1;
@@ -106,9 +114,12 @@ static void canny_gradients(canny_planes *p)
             int gx = (up[x + 1] - up[x - 1]) + 2 * (mid[x + 1] - mid[x - 1]) +
                      (down[x + 1] - down[x - 1]);
             int gy = (down[x - 1] - up[x - 1]) + 2 * (down[x] - up[x]) + (down[x + 1] - up[x + 1]);
-            dx[x] = (int16_t)gx;
-            dy[x] = (int16_t)gy;
-            mag[x] = abs(gx) + abs(gy);
+            int m = abs(gx) + abs(gy);
+            if (first || m > mag[x]) {
+                dx[x] = (int16_t)gx;
+                dy[x] = (int16_t)gy;
+                mag[x] = m;
+            }
         }
     }
 }
@@ -177,8 +188,10 @@ static void canny_hysteresis(canny_planes *p, size_t top)
     }
 }
 
-sdxs_status sdxs_canny(const sdxs_image *src, double low, double high, sdxs_image *edges,
-                       sdxs_error *err)
+/* Both detectors: grey (cv2.Canny on the COLOR_RGB2GRAY image) or colour (cv2.Canny on the
+ * three-channel image). */
+static sdxs_status canny_run(const sdxs_image *src, bool colour, double low, double high,
+                             sdxs_image *edges, sdxs_error *err)
 {
     canny_planes p;
     sdxs_status st;
@@ -213,9 +226,16 @@ sdxs_status sdxs_canny(const sdxs_image *src, double low, double high, sdxs_imag
         return st;
     }
 
-    /* Step 1: grey and gradients. */
-    canny_grey(src, &p);
-    canny_gradients(&p);
+    /* Step 1: gradients, of the grey image or of the strongest channel at each pixel. */
+    if (colour) {
+        for (int c = 0; c < 3; c++) {
+            canny_plane(src, c, &p);
+            canny_gradients(&p, c == 0);
+        }
+    } else {
+        canny_plane(src, -1, &p);
+        canny_gradients(&p, true);
+    }
 
     /* Step 2: thin ridges, then grow the strong edges through the weak ones. */
     canny_hysteresis(&p, canny_suppress(&p, lo, hi));
@@ -231,6 +251,18 @@ sdxs_status sdxs_canny(const sdxs_image *src, double low, double high, sdxs_imag
     }
     canny_planes_free(&p);
     return SDXS_OK;
+}
+
+sdxs_status sdxs_canny(const sdxs_image *src, double low, double high, sdxs_image *edges,
+                       sdxs_error *err)
+{
+    return canny_run(src, false, low, high, edges, err);
+}
+
+sdxs_status sdxs_canny_rgb(const sdxs_image *src, double low, double high, sdxs_image *edges,
+                           sdxs_error *err)
+{
+    return canny_run(src, true, low, high, edges, err);
 }
 
 sdxs_status sdxs_control_prepare(const sdxs_image *src, sdxs_control_mode mode, int width,
@@ -261,7 +293,7 @@ sdxs_status sdxs_control_prepare(const sdxs_image *src, sdxs_control_mode mode, 
         return SDXS_OK;
     }
     case SDXS_CONTROL_CANNY:
-        st = sdxs_canny(&sized, SDXS_CANNY_LOW, SDXS_CANNY_HIGH, out, err);
+        st = sdxs_canny_rgb(&sized, SDXS_CANNY_LOW, SDXS_CANNY_HIGH, out, err);
         sdxs_image_free(&sized);
         return st;
     case SDXS_CONTROL_NONE:

@@ -7,7 +7,23 @@
 
 #include "sdxs.h"
 
-/* Defaults of sdxs_image_limits (a zero field picks these). */
+/* What sdxs_image_decode makes of a file, in the detail include/sdxs.h leaves out:
+ * - PNG: every colour type and depth, interlaced or not. 16-bit samples keep their high byte and
+ *   no gamma correction is applied (as Pillow reads them). Alpha, including palette and colour-key
+ *   transparency, is composited on white per channel as (c * a + 255 * (255 - a)) / 255, rounded
+ *   to nearest. Anything after the last image data (text chunks, IEND) may be missing or damaged.
+ * - JPEG: baseline, progressive and arithmetic-coded files in grey, YCbCr, RGB, CMYK or YCCK,
+ *   decoded as Pillow decodes them (libjpeg-turbo's integer IDCT and fancy upsampling; CMYK read
+ *   as Adobe writes it, inverted); other colour spaces, 12-bit and lossless files are refused.
+ *   Damaged entropy-coded data (a premature end, bad Huffman codes, markers where data should
+ *   be) is an error, where libjpeg alone would fill the rest with grey.
+ * - Both: the EXIF orientation (a JPEG's APP1 Exif block, a PNG's eXIf chunk) is applied, as
+ *   diffusers' load_image does with PIL.ImageOps.exif_transpose; the limits apply to the stored
+ *   size before decoding and to the upright size after. Colour profiles (ICC) are ignored.
+ */
+
+/* Defaults of sdxs_image_limits (a zero field picks these). Limits above them are lowered to
+ * them: no other part of the engine takes bigger images. */
 #define SDXS_IMAGE_MAX_SIDE 8192
 #define SDXS_IMAGE_MAX_PIXELS ((uint64_t)64 << 20)
 

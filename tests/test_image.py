@@ -1,8 +1,9 @@
 """The image module (engine/image.c, engine/canny.c, through tests/tools/image.c) against the
 references: decoding against Pillow (and against the pixels the test itself wrote), the Lanczos
 resize against Pillow 9.4's Image.resize(size, Image.LANCZOS), Canny against OpenCV's
-cv2.Canny(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), low, high), PNG text chunks read back with
-Pillow, JPEG encoding against Pillow's encoder (the same libjpeg-turbo).
+cv2.Canny(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), low, high) and cv2.Canny(rgb, low, high), the
+control-image preparation against the same steps done with Pillow and OpenCV, PNG text chunks
+read back with Pillow, JPEG encoding against Pillow's encoder (the same libjpeg-turbo).
 
 All comparisons are exact (0 differing values), which the code is built for: the decoders and
 encoders are the same libraries, and the resize and Canny repeat the references' integer
@@ -17,7 +18,7 @@ import cv2
 import numpy as np
 import PIL
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 
 from conftest import exe, run
 
@@ -262,6 +263,27 @@ def test_jpeg_decode(work, name, data):
     assert np.array_equal(ours, ref), f"{int((ours != ref).sum())} values differ from Pillow"
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_exif_orientation(work, fmt):
+    """Every EXIF orientation is applied as PIL.ImageOps.exif_transpose applies it (diffusers'
+    load_image), on a picture whose width and height differ."""
+    rgb = photo(29, 18, 2)
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, fmt, exif=exif.tobytes(), quality=95)
+        path = os.path.join(work, f"exif-{orientation}.{fmt.lower()}")
+        with open(path, "wb") as f:
+            f.write(buf.getvalue())
+        out = os.path.join(work, f"exif-{orientation}.ppm")
+        tool("decode", path, out)
+        ours = read_ppm(out)
+        ref = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB"))
+        assert ours.shape == ref.shape, f"orientation {orientation}"
+        assert np.array_equal(ours, ref), f"orientation {orientation}"
+
+
 def test_decode_errors(work):
     """Bad files fail with exit code 3 and a message saying why (the C unit tests cover more)."""
     good = png_file(np.zeros((8, 8, 3), np.int64), 2, 8)
@@ -329,37 +351,56 @@ def test_resize_bad_size(work):
 
 # ---- Canny ----
 
-def cv_canny(rgb, low, high):
+def cv_canny(rgb, low, high, colour=False):
+    if colour:
+        return cv2.Canny(rgb, low, high)
     return cv2.Canny(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), low, high)
 
 
 CANNY = [((256, 192), 100, 200), ((256, 192), 50, 150), ((256, 192), 10, 30),
-         ((256, 192), 200, 100), ((256, 192), 100.7, 200.2), ((97, 131), 100, 200),
+         ((256, 192), 200, 100), ((256, 192), 99.5, 199.5), ((97, 131), 100, 200),
          ((512, 512), 100, 200), ((3, 2), 0, 0), ((1, 1), 100, 200)]
 
 
+@pytest.mark.parametrize("colour", [False, True], ids=["grey", "rgb"])
 @pytest.mark.parametrize("size,low,high", CANNY,
                          ids=[f"{s[0]}x{s[1]}-{lo}-{hi}" for s, lo, hi in CANNY])
-def test_canny_matches_opencv(work, size, low, high):
+def test_canny_matches_opencv(work, size, low, high, colour):
     rgb = photo(size[0], size[1], 11 + size[0])
     path = save_png(work, f"cn-{size[0]}x{size[1]}.png", rgb)
     out = os.path.join(work, f"cn-{size[0]}x{size[1]}.ppm")
-    tool("canny", path, low, high, out)
+    tool("canny", path, low, high, out, "rgb" if colour else "grey")
     ours = read_ppm(out)
-    ref = cv_canny(rgb, low, high)
+    ref = cv_canny(rgb, low, high, colour)
     # Edges are white in all three channels.
     assert np.array_equal(ours[..., 0], ours[..., 1]) and np.array_equal(ours[..., 0],
                                                                           ours[..., 2])
     differ = int((ours[..., 0] != ref).sum())
-    print(f"{size} ({low}, {high}): {int((ref > 0).sum())} edge pixels, {differ} differ")
+    print(f"{size} ({low}, {high}) {'rgb' if colour else 'grey'}: {int((ref > 0).sum())} edge "
+          f"pixels, {differ} differ")
     assert differ == 0
+
+
+def test_canny_colour_edges(work):
+    """Two colours of the same grey: only the colour detector sees the border between them."""
+    rgb = np.zeros((40, 60, 3), np.uint8)
+    rgb[:, :30] = (200, 50, 50)
+    rgb[:, 30:] = (50, 119, 50)
+    assert len(np.unique(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))) <= 2
+    path = save_png(work, "cn-colour.png", rgb)
+    for colour, kind in ((False, "grey"), (True, "rgb")):
+        out = os.path.join(work, f"cn-colour-{kind}.ppm")
+        tool("canny", path, 100, 200, out, kind)
+        ours = read_ppm(out)[..., 0]
+        assert np.array_equal(ours, cv_canny(rgb, 100, 200, colour))
+        assert (ours.sum() > 0) == colour
 
 
 def test_canny_on_sketch(work):
     rgb = sketch(320, 240, 5)
     path = save_png(work, "cn-sketch.png", rgb)
     out = os.path.join(work, "cn-sketch.ppm")
-    tool("canny", path, 100, 200, out)
+    tool("canny", path, 100, 200, out, "grey")
     ref = cv_canny(rgb, 100, 200)
     assert (ref > 0).sum() > 500
     assert np.array_equal(read_ppm(out)[..., 0], ref)
@@ -367,9 +408,9 @@ def test_canny_on_sketch(work):
 
 def test_canny_bad_threshold(work):
     path = save_png(work, "cn-bad.png", photo(8, 8, 0))
-    proc = tool("canny", path, -1, 100, os.path.join(work, "x.ppm"), check=False)
+    proc = tool("canny", path, -1, 100, os.path.join(work, "x.ppm"), "grey", check=False)
     assert proc.returncode == 2 and "canny_low" in proc.stderr
-    proc = tool("canny", path, 1, "nan", os.path.join(work, "x.ppm"), check=False)
+    proc = tool("canny", path, 1, "nan", os.path.join(work, "x.ppm"), "rgb", check=False)
     assert proc.returncode == 2 and "canny_high" in proc.stderr
 
 
@@ -388,7 +429,8 @@ def test_control_prepare(work, mode):
     elif mode == "sketch":
         ref = 255 - sized
     else:
-        ref = np.repeat(cv_canny(sized, 100, 200)[..., None], 3, axis=2)
+        # The ControlNet annotator and diffusers' example: cv2.Canny on the RGB array.
+        ref = np.repeat(cv2.Canny(sized, 100, 200)[..., None], 3, axis=2)
     assert np.array_equal(ours, ref), f"{int((ours != ref).sum())} values differ"
 
 

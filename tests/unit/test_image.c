@@ -97,6 +97,7 @@ typedef struct jpeg_spec {
     int width, height, components;
     J_COLOR_SPACE space;
     int progressive; /* 1: libjpeg's progression; 2: a script of more than 500 scans */
+    int arithmetic;  /* arithmetic coding instead of Huffman */
 } jpeg_spec;
 
 static jpeg_scan_info many_scans[1024];
@@ -145,6 +146,7 @@ static void make_jpeg(const jpeg_spec *spec, uint8_t **bytes, size_t *len)
         cinfo.scan_info = many_scans;
         cinfo.num_scans = many_scans_script();
     }
+    cinfo.arith_code = spec->arithmetic ? TRUE : FALSE;
     jpeg_start_compress(&cinfo, TRUE);
     while (cinfo.next_scanline < cinfo.image_height) {
         for (int i = 0; i < spec->width * spec->components; i++)
@@ -354,10 +356,11 @@ static void test_jpeg_truncated_and_huge(void)
 
 static void test_jpeg_kinds(void)
 {
-    const jpeg_spec progressive = {45, 31, 3, JCS_RGB, 1};
-    const jpeg_spec two = {16, 16, 2, JCS_UNKNOWN, 0};
-    const jpeg_spec cmyk = {19, 11, 4, JCS_CMYK, 0};
-    const jpeg_spec scans = {8, 8, 1, JCS_GRAYSCALE, 2};
+    const jpeg_spec progressive = {45, 31, 3, JCS_RGB, 1, 0};
+    const jpeg_spec arithmetic = {21, 13, 3, JCS_RGB, 1, 1};
+    const jpeg_spec two = {16, 16, 2, JCS_UNKNOWN, 0, 0};
+    const jpeg_spec cmyk = {19, 11, 4, JCS_CMYK, 0, 0};
+    const jpeg_spec scans = {8, 8, 1, JCS_GRAYSCALE, 2, 0};
     uint8_t *bytes;
     size_t len;
     sdxs_image out;
@@ -375,6 +378,12 @@ static void test_jpeg_kinds(void)
     }
     free(bytes);
 
+    make_jpeg(&arithmetic, &bytes, &len);
+    st = sdxs_image_decode(bytes, len, NULL, &out, &err);
+    CHECK(st == SDXS_OK && out.width == 21 && out.height == 13, "arithmetic: %s", err.message);
+    sdxs_image_free(&out);
+    free(bytes);
+
     make_jpeg(&two, &bytes, &len);
     expect_bad(bytes, len, NULL, "2 components in an unknown colour space", "2-component JPEG");
     free(bytes);
@@ -388,6 +397,69 @@ static void test_jpeg_kinds(void)
     make_jpeg(&scans, &bytes, &len);
     expect_bad(bytes, len, NULL, "more than 500 scans", "704-scan JPEG");
     free(bytes);
+}
+
+/* A copy of a JPEG with an APP1 segment holding payload inserted after SOI; the caller frees. */
+static uint8_t *jpeg_with_app1(const uint8_t *jpeg, size_t len, const uint8_t *payload, size_t n,
+                               size_t *out_len)
+{
+    uint8_t *out = malloc(len + n + 4);
+    memcpy(out, jpeg, 2);
+    out[2] = 0xff;
+    out[3] = 0xe1;
+    out[4] = (uint8_t)((n + 2) >> 8);
+    out[5] = (uint8_t)(n + 2);
+    memcpy(out + 6, payload, n);
+    memcpy(out + 6 + n, jpeg + 2, len - 2);
+    *out_len = len + n + 4;
+    return out;
+}
+
+static void test_exif(void)
+{
+    /* "Exif\0\0", a big-endian TIFF header, one IFD entry: orientation (SHORT) = 6. */
+    uint8_t exif[32] = {'E', 'x', 'i', 'f', 0, 0, 'M', 'M', 0, 42, 0, 0, 0, 8, 0, 1,
+                        0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0, 0, 0, 0, 0};
+    sdxs_image image = picture(50, 40), out;
+    sdxs_image_limits limits = {50, 45, 0};
+    sdxs_error err;
+    uint8_t *jpeg, *bytes;
+    size_t len, n;
+    sdxs_status st;
+
+    CHECK(sdxs_jpeg_encode(&image, 90, &jpeg, &len, &err) == SDXS_OK, "%s", err.message);
+    bytes = jpeg_with_app1(jpeg, len, exif, sizeof(exif), &n);
+    st = sdxs_image_decode(bytes, n, NULL, &out, &err);
+    CHECK(st == SDXS_OK && out.width == 40 && out.height == 50, "orientation 6: %s %dx%d",
+          err.message, out.width, out.height);
+    sdxs_image_free(&out);
+    /* The stored 50 x 40 is within the limits; turned upright it is too high. */
+    expect_bad(bytes, n, &limits, "50 pixels high, over the limit of 45 (max_height)",
+               "turned over max_height");
+    free(bytes);
+
+    /* Broken EXIF blocks are ignored: an IFD offset past the end, an entry count past it, an
+     * unknown byte order, an orientation out of range. */
+    {
+        uint8_t broken[4][32];
+        for (int k = 0; k < 4; k++)
+            memcpy(broken[k], exif, sizeof(exif));
+        broken[0][10] = 0xff; /* IFD offset 0xff000008 */
+        broken[1][14] = 0xff; /* 0xff01 entries */
+        broken[1][16] = 0;    /* and the first one is no longer the orientation */
+        broken[2][6] = 'X';
+        broken[3][25] = 9;
+        for (int k = 0; k < 4; k++) {
+            bytes = jpeg_with_app1(jpeg, len, broken[k], sizeof(exif), &n);
+            st = sdxs_image_decode(bytes, n, NULL, &out, &err);
+            CHECK(st == SDXS_OK && out.width == 50 && out.height == 40, "broken EXIF %d: %s", k,
+                  err.message);
+            sdxs_image_free(&out);
+            free(bytes);
+        }
+    }
+    free(jpeg);
+    sdxs_image_free(&image);
 }
 
 static void test_jpeg_corrupt(void)
@@ -619,6 +691,7 @@ int main(void)
     test_jpeg_truncated_and_huge();
     test_jpeg_kinds();
     test_jpeg_corrupt();
+    test_exif();
     test_round_trips_odd_sizes();
     test_encoder_arguments();
     test_resize_properties();
