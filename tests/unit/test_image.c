@@ -176,6 +176,12 @@ static void test_empty_and_random(void)
     uint8_t bytes[4096];
     expect_bad(NULL, 0, NULL, "empty", "NULL, 0 bytes");
     expect_bad(bytes, 0, NULL, "empty", "0 bytes");
+    {
+        uint8_t *big = calloc(SDXS_IMAGE_MAX_INPUT_BYTES + 1, 1);
+        expect_bad(big, SDXS_IMAGE_MAX_INPUT_BYTES + 1, NULL, "over the limit of 67108864 bytes",
+                   "input over the byte cap");
+        free(big);
+    }
     for (int round = 0; round < 200; round++) {
         size_t len = 1 + rng_next() % sizeof(bytes);
         for (size_t i = 0; i < len; i++)
