@@ -43,6 +43,12 @@ struct sdxs_exec {
 
     exec_plan plans[EXEC_MAX_PLANS];
     int nplans;
+
+    /* Per-operation wall time of executing passes, when profiling (synchronous backends only:
+     * an asynchronous backend's entries return before the work is done). */
+    bool profile;
+    sdxs_op_profile prof[SDXS_PROFILE_MAX_OPS];
+    int nprof;
 };
 
 size_t sdxs_dtype_size(sdxs_dtype dt)
@@ -301,11 +307,40 @@ double sdxs_exec_elapsed_ms(const sdxs_exec *e, int from_mark, int to_mark)
     return e->be->ops->elapsed_ms(e->be, from_mark, to_mark);
 }
 
+static void profile_add(sdxs_exec *e, const char *op, double ms)
+{
+    int i = 0;
+    while (i < e->nprof && e->prof[i].op != op)
+        i++;
+    if (i == e->nprof) {
+        if (e->nprof == SDXS_PROFILE_MAX_OPS)
+            return;
+        e->prof[e->nprof++] = (sdxs_op_profile){op, 0, 0.0};
+    }
+    e->prof[i].calls++;
+    e->prof[i].ms += ms;
+}
+
+void sdxs_exec_profile(sdxs_exec *e, bool on)
+{
+    e->profile = on;
+    e->nprof = 0;
+}
+
+int sdxs_exec_profile_get(const sdxs_exec *e, const sdxs_op_profile **out)
+{
+    *out = e->prof;
+    return e->nprof;
+}
+
 /* Issues a backend call unless this pass plans or replays, or an earlier call failed. */
 #define ISSUE(e, opname, call)                                                                     \
     do {                                                                                           \
         if (!(e)->planning && !(e)->replay && !(e)->status) {                                      \
+            double t0_ = (e)->profile ? sdxs_now_ms() : 0.0;                                       \
             int rc_ = (call);                                                                      \
+            if ((e)->profile)                                                                      \
+                profile_add((e), (opname), sdxs_now_ms() - t0_);                                   \
             if (rc_) {                                                                             \
                 (e)->status = rc_;                                                                 \
                 (e)->failed_op = (opname);                                                         \

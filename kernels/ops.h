@@ -126,6 +126,17 @@ bool sdxs_exec_planning(const sdxs_exec *e);
 void sdxs_exec_mark(sdxs_exec *e, int mark);
 /* Milliseconds between two marks of the last executing pass, or -1 if either was not set. */
 double sdxs_exec_elapsed_ms(const sdxs_exec *e, int from_mark, int to_mark);
+/* Per-operation time: with profiling on, every executing pass adds each operation's wall time
+ * (meaningful for synchronous backends such as the CPU's). Turning it on clears the totals. */
+#define SDXS_PROFILE_MAX_OPS 32
+typedef struct sdxs_op_profile {
+    const char *op;
+    long calls;
+    double ms;
+} sdxs_op_profile;
+void sdxs_exec_profile(sdxs_exec *e, bool on);
+int sdxs_exec_profile_get(const sdxs_exec *e, const sdxs_op_profile **out);
+
 /* Peak bytes of the activation arena over every plan made so far. */
 size_t sdxs_exec_arena_bytes(const sdxs_exec *e);
 

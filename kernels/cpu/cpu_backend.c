@@ -327,14 +327,18 @@ static int cpu_conv2d(sdxs_backend *be, sdxs_tensor *y, const sdxs_tensor *x,
 static int cpu_linear(sdxs_backend *be, sdxs_tensor *y, const sdxs_tensor *x,
                       const sdxs_linear *lin, const sdxs_tensor *residual, sdxs_act act)
 {
-    int64_t rows = sdxs_tensor_numel(x) / lin->din, dout = lin->dout;
+    /* One product per batch entry, so an image's result does not depend on its batch. */
+    int64_t n = x->ne[0], rows = sdxs_tensor_numel(x) / lin->din / n, dout = lin->dout;
     float *out = fp(y);
     const float *bias = lin->bias ? fp(lin->bias) : NULL;
     const float *res = residual ? fp(residual) : NULL;
-    int rc = gemm(true, rows, dout, lin->din, fp(x), lin->din, fp(lin->weight), lin->din, 0.0f,
-                  out, dout);
-    if (rc)
-        return rc;
+    for (int64_t b = 0; b < n; b++) {
+        int rc = gemm(true, rows, dout, lin->din, fp(x) + b * rows * lin->din, lin->din,
+                      fp(lin->weight), lin->din, 0.0f, out + b * rows * dout, dout);
+        if (rc)
+            return rc;
+    }
+    rows *= n;
 #pragma omp parallel for
     for (int64_t r = 0; r < rows; r++) {
         float *row = out + r * dout;
