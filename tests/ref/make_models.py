@@ -79,22 +79,31 @@ def stamp(name, seed):
 
 
 @torch.no_grad()
-def condition(unet, vae, text_encoder, sample_size, cross_dim, gen):
-    """Rescales layers so the stages the tests compare are neither flat nor saturated."""
-    # The text encoder's final layer norm: unit scale, as trained CLIP models roughly have.
-    # The U-Net's output conv: its prediction should be of order one, like a trained epsilon.
+def condition(pipe, sample_size, gen):
+    """Rescales two layers so the stages the tests compare are neither flat nor saturated, using
+    the pipeline's own one-step text-to-image path (so the statistics are the ones tests see)."""
+    unet, vae = pipe.unet, pipe.vae
+    # The U-Net's prediction: of order one, like a trained epsilon, on the input it gets.
     latent = torch.randn(1, unet.config.in_channels, sample_size, sample_size, generator=gen)
-    ctx = torch.randn(1, 77, cross_dim, generator=gen)
+    ctx = pipe.text_encoder(pipe.tokenizer(["a photograph"], padding="max_length",
+                                           max_length=77, return_tensors="pt").input_ids)[0]
     out = unet(latent, 999, ctx).sample
     unet.conv_out.weight.mul_(1.0 / max(out.std().item(), 1e-6))
     unet.conv_out.bias.zero_()
-    # The tiny decoder: default init gives an output of tiny spread around 0 that the final
-    # clamp maps to one grey; scale its last conv so the pixels spread over the range.
-    x = torch.randn(1, vae.config.latent_channels, sample_size, sample_size, generator=gen)
-    d = vae.decode(x).sample
+    # The tiny decoder: its output d becomes pixels clamp(d, 0, 1) * 255. Default init gives a
+    # narrow spread around 0, half of it clamped to black; give each colour channel mean 0.5 and
+    # spread 0.2 on the clean latents the pipeline actually decodes.
+    g = torch.Generator().manual_seed(int(torch.randint(0, 2**31, (1,), generator=gen)))
+    lat = pipe(["a photograph", "a red fox in the snow"], num_inference_steps=1,
+               guidance_scale=0.0, generator=g, output_type="latent",
+               height=sample_size * 8, width=sample_size * 8).images
     last = vae.decoder.layers[-1]
-    last.weight.mul_(0.35 / max(d.std().item(), 1e-6))
     last.bias.zero_()
+    d = vae.decoder(lat)  # the layers' output before diffusers' "* 2 - 1"
+    d = (d + 1) / 2
+    mean, std = d.mean(dim=(0, 2, 3)), d.std(dim=(0, 2, 3)).clamp_min(1e-6)
+    last.weight.mul_((0.2 / std).view(-1, 1, 1, 1))
+    last.bias.copy_(0.5 - mean * 0.2 / std)
 
 
 def build(out_dir, name, seed=1234):
@@ -125,8 +134,6 @@ def build(out_dir, name, seed=1234):
     unet = UNet2DConditionModel.from_config(unet_cfg).eval()
     vae = AutoencoderTiny.from_config(vae_cfg).eval()
     text_encoder = CLIPTextModel(CLIPTextConfig(**text_cfg)).eval()
-    condition(unet, vae, text_encoder, unet_cfg["sample_size"], unet_cfg["cross_attention_dim"],
-              gen)
 
     tok_dir = os.path.join(dst + ".tmp", "tokenizer-src")
     write_tokenizer(tok_dir, tok_cfg["pad_token"])
@@ -137,6 +144,8 @@ def build(out_dir, name, seed=1234):
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
                                    unet=unet, scheduler=scheduler, safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    condition(pipe, unet_cfg["sample_size"], gen)
     pipe.save_pretrained(dst + ".tmp")
     shutil.rmtree(tok_dir)
     # The tokenizer files as the public folders have them (vocab.json, merges.txt, ...).
@@ -148,7 +157,8 @@ def build(out_dir, name, seed=1234):
                       ("text_encoder", "model")]:
         src = os.path.join(dst + ".tmp", sub, base + ".safetensors")
         tensors = {k: v.half().contiguous() for k, v in load_file(src).items()}
-        save_file(tensors, os.path.join(dst + ".tmp", sub, base + ".fp16.safetensors"))
+        save_file(tensors, os.path.join(dst + ".tmp", sub, base + ".fp16.safetensors"),
+                  metadata={"format": "pt"})
     with open(os.path.join(dst + ".tmp", ".stamp"), "w") as f:
         f.write(st)
     os.rename(dst + ".tmp", dst)
