@@ -40,5 +40,6 @@ int sdxs_cmd_info(int argc, char **argv);
 int sdxs_cmd_tokenize(int argc, char **argv);
 int sdxs_cmd_generate(int argc, char **argv);
 int sdxs_cmd_bench(int argc, char **argv);
+int sdxs_cmd_serve(int argc, char **argv);
 
 #endif /* SDXS_CLI_H */

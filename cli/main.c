@@ -13,6 +13,7 @@ typedef struct command {
 
 static const command commands[] = {
     {"generate", sdxs_cmd_generate, "prompt (and optionally an init image) to PNG files"},
+    {"serve", sdxs_cmd_serve, "the HTTP server and the live demo page"},
     {"bench", sdxs_cmd_bench, "time each stage and the whole pipeline"},
     {"info", sdxs_cmd_info, "a model folder's configuration and parameter counts"},
     {"tokenize", sdxs_cmd_tokenize, "a prompt's 77 token ids"},
