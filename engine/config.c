@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/torchbin.h"
+
 #define CFG_MAX_BYTES ((size_t)1 << 20)
 
 sdxs_status sdxs_cfg_open(sdxs_cfg *c, const char *path, sdxs_error *err)
@@ -244,7 +246,7 @@ sdxs_status sdxs_loader_open(sdxs_loader *ld, const char *dir, const char *base,
                              const char *component, bool prefer_fp16, sdxs_weight_store *ws,
                              sdxs_error *err)
 {
-    char full[1200], half[1200];
+    char full[1200], half[1200], bin[1200];
     const char *path;
     sdxs_status st;
 
@@ -252,18 +254,23 @@ sdxs_status sdxs_loader_open(sdxs_loader *ld, const char *dir, const char *base,
     snprintf(ld->component, sizeof(ld->component), "%s", component);
     ld->ws = ws;
     if (snprintf(full, sizeof(full), "%s/%s.safetensors", dir, base) >= (int)sizeof(full) ||
-        snprintf(half, sizeof(half), "%s/%s.fp16.safetensors", dir, base) >= (int)sizeof(half))
+        snprintf(half, sizeof(half), "%s/%s.fp16.safetensors", dir, base) >= (int)sizeof(half) ||
+        snprintf(bin, sizeof(bin), "%s/%s.bin", dir, base) >= (int)sizeof(bin))
         return sdxs_fail(err, SDXS_ERR_INVALID, "model", "model path too long: %s", dir);
 
-    /* The full-precision file unless only the fp16 variant exists or it is asked for. */
+    /* The full-precision file unless only the fp16 variant exists or it is asked for; the
+     * PyTorch checkpoint only when there is no safetensors file (as diffusers chooses). */
     if (sdxs_file_exists(full) && !(prefer_fp16 && sdxs_file_exists(half)))
         path = full;
     else if (sdxs_file_exists(half))
         path = half;
+    else if (sdxs_file_exists(bin))
+        path = bin;
     else
-        return sdxs_fail(err, SDXS_ERR_MODEL, full, "%s: missing (and no %s.fp16.safetensors)",
-                         full, base);
-    st = sdxs_safetensors_open(path, &ld->st, err);
+        return sdxs_fail(err, SDXS_ERR_MODEL, full,
+                         "%s: missing (and no %s.fp16.safetensors or %s.bin)", full, base, base);
+    st = path == bin ? sdxs_torchbin_open(path, &ld->st, err)
+                     : sdxs_safetensors_open(path, &ld->st, err);
     if (st != SDXS_OK)
         return st;
     ld->used = sdxs_calloc(ld->st->count, sizeof(bool), err, "tensor flags");

@@ -1,5 +1,6 @@
 /* config.h: typed reads of a component's config.json with diffusers' defaults, and the weight
- * loader that matches safetensors tensors to the layers model code declares.
+ * loader that matches the tensors of a weight file (safetensors, or a PyTorch .bin read by
+ * torchbin.h) to the layers model code declares.
  *
  * Reads are sticky: the first wrong type or unsupported value is recorded with the file and the
  * key, later reads return their defaults, and sdxs_cfg_close reports that first error. Absent keys
@@ -57,7 +58,7 @@ typedef struct sdxs_loader {
 } sdxs_loader;
 
 /* Opens dir/<base>.safetensors, or dir/<base>.fp16.safetensors when that is the only one (or
- * when prefer_fp16). */
+ * when prefer_fp16), or else the PyTorch checkpoint dir/<base>.bin. */
 sdxs_status sdxs_loader_open(sdxs_loader *ld, const char *dir, const char *base,
                              const char *component, bool prefer_fp16, sdxs_weight_store *ws,
                              sdxs_error *err);

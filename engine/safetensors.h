@@ -4,6 +4,8 @@
  * dtype and shape, and that the data offsets tile the data section exactly (inside the file, no
  * overlaps, no gaps, each size equal to its shape times its element size). A file that passes can
  * be read without further checks; a hostile file gets an error, never a crash.
+ * The PyTorch checkpoint reader (torchbin.h) fills the same table, with data pointing into its
+ * own mapping, so one loader reads both.
  */
 #ifndef SDXS_SAFETENSORS_H
 #define SDXS_SAFETENSORS_H
