@@ -1,6 +1,7 @@
-/* cmd_generate.c: `sdxs generate`: prompt (and optionally an init image) to PNG files, with the
- * generation parameters in each PNG's "parameters" text chunk. With --batch N the files are
- * numbered (out.png -> out-0.png ... out-{N-1}.png) and image i uses seed + i. */
+/* cmd_generate.c: `sdxs generate`: prompt (and optionally an init image, or a control image for a
+ * ControlNet) to PNG files, with the generation parameters in each PNG's "parameters" text chunk.
+ * With --batch N the files are numbered (out.png -> out-0.png ... out-{N-1}.png) and image i uses
+ * seed + i. */
 #define _POSIX_C_SOURCE 200809L
 #include <libgen.h>
 #include <stdlib.h>
@@ -17,6 +18,9 @@ typedef struct gen_args {
     const char *prompt, *output, *init_image;
     double strength;
     int batch;
+    const char *controlnet, *control_image, *control_mode_name;
+    sdxs_control_mode control_mode;
+    double control_scale;
 } gen_args;
 
 static void help(FILE *f)
@@ -27,7 +31,14 @@ static void help(FILE *f)
                "  --batch N            images in one run, seeds seed .. seed+N-1 (default 1)\n"
                "  --init-image FILE    PNG or JPEG to start from (image-to-image)\n"
                "  --strength S         how much of the init image is redrawn, 0 to 1 "
-               "(default 0.5)\n");
+               "(default 0.5)\n"
+               "  --controlnet DIR     a ControlNet folder (config.json and\n"
+               "                       diffusion_pytorch_model.safetensors or .bin)\n"
+               "  --control-image FILE PNG or JPEG that conditions the ControlNet\n"
+               "  --control-mode M     sketch (dark strokes on white, inverted), canny (edges\n"
+               "                       found first) or none (used as it is); default sketch\n"
+               "  --control-scale S    weight of the ControlNet's residuals, 0 to 10 "
+               "(default 1)\n");
     sdxs_cli_common_help(f);
 }
 
@@ -36,6 +47,9 @@ static int parse(gen_args *a, int argc, char **argv)
     long long n;
     a->batch = 1;
     a->strength = 0.5;
+    a->control_mode = SDXS_CONTROL_SKETCH;
+    a->control_mode_name = "sketch";
+    a->control_scale = 1.0;
     for (int i = 1; i < argc; i++) {
         const char *f = argv[i];
         int r = sdxs_cli_common_flag(&a->c, argc, argv, &i);
@@ -60,6 +74,26 @@ static int parse(gen_args *a, int argc, char **argv)
         } else if (!strcmp(f, "--strength")) {
             if (!sdxs_cli_float(f, argv[++i], 0.0, 1.0, &a->strength))
                 return SDXS_ERR_INVALID;
+        } else if (!strcmp(f, "--controlnet")) {
+            a->controlnet = argv[++i];
+        } else if (!strcmp(f, "--control-image")) {
+            a->control_image = argv[++i];
+        } else if (!strcmp(f, "--control-mode")) {
+            const char *v = argv[++i];
+            if (!strcmp(v, "sketch"))
+                a->control_mode = SDXS_CONTROL_SKETCH;
+            else if (!strcmp(v, "canny"))
+                a->control_mode = SDXS_CONTROL_CANNY;
+            else if (!strcmp(v, "none"))
+                a->control_mode = SDXS_CONTROL_NONE;
+            else {
+                fprintf(stderr, "sdxs: --control-mode: '%s' is not sketch, canny or none\n", v);
+                return SDXS_ERR_INVALID;
+            }
+            a->control_mode_name = v;
+        } else if (!strcmp(f, "--control-scale")) {
+            if (!sdxs_cli_float(f, argv[++i], 0.0, 10.0, &a->control_scale))
+                return SDXS_ERR_INVALID;
         } else if (!strcmp(f, "--batch")) {
             if (!sdxs_cli_int(f, argv[++i], 1, MAX_BATCH, &n))
                 return SDXS_ERR_INVALID;
@@ -71,6 +105,10 @@ static int parse(gen_args *a, int argc, char **argv)
     }
     if (!a->prompt || !a->output) {
         fprintf(stderr, "sdxs: generate: --prompt and --output are required (see --help)\n");
+        return SDXS_ERR_INVALID;
+    }
+    if (!a->controlnet != !a->control_image) {
+        fprintf(stderr, "sdxs: generate: --controlnet and --control-image go together\n");
         return SDXS_ERR_INVALID;
     }
     return 0;
@@ -131,7 +169,8 @@ int sdxs_cmd_generate(int argc, char **argv)
     sdxs_model *m = NULL;
     const char *prompts[MAX_BATCH];
     uint64_t seeds[MAX_BATCH];
-    sdxs_image init[MAX_BATCH], out[MAX_BATCH], loaded = {0, 0, NULL};
+    sdxs_image init[MAX_BATCH], control[MAX_BATCH], out[MAX_BATCH], loaded = {0, 0, NULL};
+    sdxs_image control_loaded = {0, 0, NULL};
     sdxs_request req;
     sdxs_timings tm;
     sdxs_error err;
@@ -147,7 +186,13 @@ int sdxs_cmd_generate(int argc, char **argv)
         return rc;
     if (a.init_image && sdxs_image_load(a.init_image, NULL, &loaded, &err) != SDXS_OK)
         return sdxs_cli_fail(&err);
+    if (a.control_image &&
+        sdxs_image_load(a.control_image, NULL, &control_loaded, &err) != SDXS_OK) {
+        sdxs_image_free(&loaded);
+        return sdxs_cli_fail(&err);
+    }
     a.c.opt.max_batch = a.batch > 8 ? a.batch : 0;
+    a.c.opt.controlnet_dir = a.controlnet;
     rc = sdxs_cli_open(&a.c, &m);
     if (rc)
         goto done;
@@ -158,6 +203,7 @@ int sdxs_cmd_generate(int argc, char **argv)
         prompts[i] = a.prompt;
         seeds[i] = a.c.seed + (uint64_t)i;
         init[i] = loaded;
+        control[i] = control_loaded;
     }
     req.batch = a.batch;
     req.prompts = prompts;
@@ -167,6 +213,11 @@ int sdxs_cmd_generate(int argc, char **argv)
     if (a.init_image) {
         req.init_images = init;
         req.strength = (float)a.strength;
+    }
+    if (a.control_image) {
+        req.control_images = control;
+        req.control_mode = a.control_mode;
+        req.control_scale = (float)a.control_scale;
     }
     if (sdxs_generate(m, &req, out, &tm, &err) != SDXS_OK) {
         rc = sdxs_cli_fail(&err);
@@ -180,9 +231,13 @@ int sdxs_cmd_generate(int argc, char **argv)
             numbered(path, sizeof(path), a.output, i);
         else
             snprintf(path, sizeof(path), "%s", a.output);
-        snprintf(params, sizeof(params), "%s\nSteps: 1, Seed: %llu, Size: %dx%d, Model: %s%s",
+        char cn_params[1200] = "";
+        if (a.control_image)
+            snprintf(cn_params, sizeof(cn_params), ", ControlNet: %s, Control mode: %s, "
+                     "Control scale: %g", a.controlnet, a.control_mode_name, a.control_scale);
+        snprintf(params, sizeof(params), "%s\nSteps: 1, Seed: %llu, Size: %dx%d, Model: %s%s%s",
                  a.prompt, (unsigned long long)seeds[i], out[i].width, out[i].height,
-                 a.c.model ? a.c.model : "default", a.init_image ? ", img2img" : "");
+                 a.c.model ? a.c.model : "default", a.init_image ? ", img2img" : "", cn_params);
         rc = write_png(path, &out[i], params);
         if (!rc && !a.c.quiet)
             printf("%s  seed %llu  %dx%d\n", path, (unsigned long long)seeds[i], out[i].width,
@@ -196,6 +251,7 @@ done:
     for (int i = 0; i < a.batch; i++)
         sdxs_image_free(&out[i]);
     sdxs_image_free(&loaded);
+    sdxs_image_free(&control_loaded);
     sdxs_model_free(m);
     return rc;
 }

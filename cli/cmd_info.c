@@ -15,9 +15,13 @@ int sdxs_cmd_info(int argc, char **argv)
         int r = sdxs_cli_common_flag(&c, argc, argv, &i);
         if (r < 0)
             return SDXS_ERR_INVALID;
+        if (r == 0 && !strcmp(argv[i], "--controlnet") && i + 1 < argc) {
+            c.opt.controlnet_dir = argv[++i];
+            continue;
+        }
         if (r == 0) {
             FILE *f = strcmp(argv[i], "--help") ? stderr : stdout;
-            fprintf(f, "usage: sdxs info [--model DIR]\n"
+            fprintf(f, "usage: sdxs info [--model DIR] [--controlnet DIR]\n"
                        "Checks the folder (every configuration, tensor name, shape and byte "
                        "range) and prints each component's class, key settings and parameter "
                        "count.\n");

@@ -1,6 +1,7 @@
 /* model.c: opening a diffusers model folder: model_index.json, each component's configuration,
  * the tokenizer, and every weight (checked for presence and shape, then converted once onto the
- * backend); the description `sdxs info` prints; tokenizing and encoding prompts. */
+ * backend), with an optional ControlNet folder beside it; the description `sdxs info` prints;
+ * tokenizing and encoding prompts. */
 #include "engine/model.h"
 
 #include <inttypes.h>
@@ -16,7 +17,7 @@
 
 /* The weight files of one folder, open while weights are created. */
 typedef struct model_loaders {
-    sdxs_loader text, unet, vae;
+    sdxs_loader text, unet, vae, controlnet;
 } model_loaders;
 
 /* ---- model_index.json ---- */
@@ -108,7 +109,17 @@ static sdxs_status read_configs(sdxs_model *m, sdxs_error *err)
                          "vae's latent_channels %d",
                          u->in_channels, u->out_channels, m->taesd.cfg.latent_channels);
     m->image_multiple = sdxs_taesd_downscale(&m->taesd.cfg) * sdxs_unet_latent_multiple(u);
-    return SDXS_OK;
+
+    /* The ControlNet's configuration, which must fit this U-Net. */
+    if (m->controlnet) {
+        if (sdxs_path_join(path, sizeof(path), m->controlnet_dir, "config.json", err) != SDXS_OK)
+            return SDXS_ERR_INVALID;
+        st = sdxs_controlnet_config_load(path, &m->controlnet->cfg, err);
+        if (st == SDXS_OK)
+            st = sdxs_controlnet_check_fit(&m->controlnet->cfg, path, u,
+                                           sdxs_taesd_downscale(&m->taesd.cfg), err);
+    }
+    return st;
 }
 
 /* ---- weights ---- */
@@ -127,6 +138,9 @@ static sdxs_status open_loaders(sdxs_model *m, model_loaders *ld, sdxs_error *er
     if (st == SDXS_OK && sdxs_path_join(path, sizeof(path), m->dir, "vae", err) == SDXS_OK)
         st = sdxs_loader_open(&ld->vae, path, "diffusion_pytorch_model", "vae", false, m->ws,
                               err);
+    if (st == SDXS_OK && m->controlnet)
+        st = sdxs_loader_open(&ld->controlnet, m->controlnet_dir, "diffusion_pytorch_model",
+                              "controlnet", false, m->ws, err);
     return st;
 }
 
@@ -138,6 +152,8 @@ static void close_loaders(model_loaders *ld)
         sdxs_loader_close(&ld->unet);
     if (ld->vae.st)
         sdxs_loader_close(&ld->vae);
+    if (ld->controlnet.st)
+        sdxs_loader_close(&ld->controlnet);
 }
 
 /* One pass over every component's layers (sizing or creating, as the store is). */
@@ -148,6 +164,8 @@ static sdxs_status build_pass(sdxs_model *m, model_loaders *ld, sdxs_error *err)
     sdxs_loader_begin_pass(&ld->text);
     sdxs_loader_begin_pass(&ld->unet);
     sdxs_loader_begin_pass(&ld->vae);
+    if (m->controlnet)
+        sdxs_loader_begin_pass(&ld->controlnet);
     st = sdxs_clip_build(&m->clip, &ld->text, err);
     if (st == SDXS_OK)
         st = sdxs_unet_build(m->unet, &ld->unet, err);
@@ -157,8 +175,11 @@ static sdxs_status build_pass(sdxs_model *m, model_loaders *ld, sdxs_error *err)
     if (st == SDXS_OK)
         st = sdxs_taesd_build_decoder(&m->taesd, &ld->vae, err);
     m->params_decoder = ld->vae.params - m->params_encoder;
+    if (st == SDXS_OK && m->controlnet)
+        st = sdxs_controlnet_build(m->controlnet, &ld->controlnet, err);
     m->params_text = ld->text.params;
     m->params_unet = ld->unet.params;
+    m->params_controlnet = ld->controlnet.params;
     return st;
 }
 
@@ -237,6 +258,14 @@ static void describe(sdxs_model *m)
     append(m, " scaling_factor %g; encoder parameters %s, decoder parameters %s\n",
            (double)v->scaling_factor, a, b);
     append(m, "scheduler: %s\n", m->scheduler_class);
+    if (m->controlnet) {
+        const sdxs_controlnet_config *c = &m->controlnet->cfg;
+        put_count(a, sizeof(a), m->params_controlnet);
+        append(m, "controlnet: ControlNetModel %s,", m->controlnet_dir);
+        append_ints(m, "conditioning_embedding_out_channels", c->emb_channels, c->emb_levels);
+        append(m, " channel order %s, %d residuals; parameters %s\n", c->bgr ? "bgr" : "rgb",
+               m->controlnet->skips + 1, a);
+    }
 
     sdxs_model_default_size(m, &w, &h, &mult);
     append(m, "image: default %dx%d, sides %d to %d in steps of %d\n", w, h,
@@ -292,6 +321,18 @@ sdxs_status sdxs_model_open(const char *dir, const sdxs_model_options *opt, sdxs
     if (opt)
         m->opt = *opt;
     m->opt.controlnet_dir = NULL; /* not kept: the string belongs to the caller */
+    if (opt && opt->controlnet_dir) {
+        if (strlen(opt->controlnet_dir) >= sizeof(m->controlnet_dir) - 64) {
+            st = sdxs_fail(err, SDXS_ERR_INVALID, "controlnet", "ControlNet folder path too long");
+            goto fail;
+        }
+        snprintf(m->controlnet_dir, sizeof(m->controlnet_dir), "%s", opt->controlnet_dir);
+        m->controlnet = sdxs_calloc(1, sizeof(*m->controlnet), err, "the ControlNet");
+        if (!m->controlnet) {
+            st = SDXS_ERR_RUNTIME;
+            goto fail;
+        }
+    }
     if (!m->opt.min_side)
         m->opt.min_side = DEFAULT_MIN_SIDE;
     if (!m->opt.max_side)
@@ -332,6 +373,8 @@ sdxs_status sdxs_model_open(const char *dir, const sdxs_model_options *opt, sdxs
         sdxs_loader_report_unused(&ld.text);
         sdxs_loader_report_unused(&ld.unet);
         sdxs_loader_report_unused(&ld.vae);
+        if (m->controlnet)
+            sdxs_loader_report_unused(&ld.controlnet);
     }
     close_loaders(&ld);
     if (st != SDXS_OK)
@@ -360,6 +403,7 @@ void sdxs_model_free(sdxs_model *m)
     sdxs_backend_free(m->be);
     sdxs_tokenizer_free(m->tok);
     free(m->unet);
+    free(m->controlnet);
     pthread_mutex_destroy(&m->lock);
     free(m);
 }

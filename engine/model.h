@@ -7,6 +7,7 @@
 #include <pthread.h>
 
 #include "engine/clip.h"
+#include "engine/controlnet.h"
 #include "engine/scheduler.h"
 #include "engine/taesd.h"
 #include "engine/tokenizer.h"
@@ -26,11 +27,13 @@ struct sdxs_model {
     sdxs_tokenizer *tok;
     sdxs_clip clip;
     sdxs_unet *unet; /* large: on the heap */
+    sdxs_controlnet *controlnet; /* NULL unless opened with a ControlNet folder */
+    char controlnet_dir[1024];
     sdxs_taesd taesd;
     sdxs_scheduler sched;
     char scheduler_class[64];
 
-    uint64_t params_text, params_unet, params_encoder, params_decoder;
+    uint64_t params_text, params_unet, params_encoder, params_decoder, params_controlnet;
     int image_multiple; /* allowed image sides are multiples of this */
     char describe[SDXS_DESCRIBE_BYTES];
 };

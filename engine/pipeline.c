@@ -1,6 +1,7 @@
 /* pipeline.c: one request from prompts to pixels: checks, tokenizing (identical prompts once),
- * seeded noise, then one run on the backend: text encoder, (image encoder and noising), one
- * U-Net pass, the scheduler step, the tiny decoder and the conversion to 8-bit RGB.
+ * seeded noise, control images prepared, then one run on the backend: text encoder, (image
+ * encoder and noising), (the ControlNet), one U-Net pass, the scheduler step, the tiny decoder
+ * and the conversion to 8-bit RGB.
  *
  * Shapes: N images, U unique prompts, L = 77 tokens, D text width, C latent channels, h/w latent
  * size, H/W image size (H = 8 h for SDXS).
@@ -10,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/canny.h"
 #include "engine/model.h"
 
 /* Everything one run needs, prepared on the host before it. */
@@ -21,6 +23,8 @@ typedef struct gen_job {
     int32_t *prompt_of;   /* (N): which unique prompt each image uses */
     float *noise;         /* (N, C, h, w) */
     uint8_t *init_rgb;    /* (N, H, W, 3) or NULL */
+    uint8_t *control_rgb; /* (N, H, W, 3) prepared control images, or NULL */
+    float control_scale;
     float *timesteps;     /* (N) */
     sdxs_step_plan plan;
     uint8_t *out_rgb;     /* (N, H, W, 3) */
@@ -29,6 +33,16 @@ typedef struct gen_job {
 } gen_job;
 
 enum { MARK_START, MARK_TEXT, MARK_UNET, MARK_DECODE };
+
+/* Each residual after the previous one in dst. */
+static void download_residuals(sdxs_exec *e, const sdxs_unet_residuals *res, float *dst)
+{
+    for (int i = 0; i <= res->count; i++) {
+        const sdxs_tensor *t = i < res->count ? res->down[i] : res->mid;
+        sdxs_op_download(e, t, dst);
+        dst += sdxs_tensor_numel(t);
+    }
+}
 
 static sdxs_status gen_run(sdxs_exec *e, void *user)
 {
@@ -70,7 +84,24 @@ static sdxs_status gen_run(sdxs_exec *e, void *user)
     /* One U-Net pass and the scheduler step to the clean latent. */
     if (!j->plan.skip_unet) {
         sdxs_tensor *in = sdxs_op_axpby(e, 1.0f / j->plan.in_div, x, 0.0f, NULL, SDXS_ACT_NONE);
-        sdxs_tensor *eps = sdxs_unet_forward(e, m->unet, in, j->timesteps, ctx, NULL);
+        sdxs_tensor *eps;
+        sdxs_unet_residuals res;
+        if (j->control_rgb) {
+            /* The ControlNet reads the U-Net's own input; its residuals join the U-Net. */
+            sdxs_tensor *cond = sdxs_op_from_rgb8(e, j->control_rgb, j->n, j->height, j->width,
+                                                  1.0f, 0.0f);
+            sdxs_controlnet_forward(e, m->controlnet, in, j->timesteps, ctx, cond,
+                                    j->control_scale, &res);
+            sdxs_release(e, cond);
+            if (j->debug && j->debug->residuals)
+                download_residuals(e, &res, j->debug->residuals);
+        }
+        eps = sdxs_unet_forward(e, m->unet, in, j->timesteps, ctx, j->control_rgb ? &res : NULL);
+        if (j->control_rgb) {
+            for (int i = 0; i < res.count; i++)
+                sdxs_release(e, res.down[i]);
+            sdxs_release(e, res.mid);
+        }
         sdxs_release(e, in);
         if (j->debug && j->debug->eps)
             sdxs_op_download(e, eps, j->debug->eps);
@@ -151,9 +182,25 @@ static sdxs_status check_request(const sdxs_model *m, const sdxs_request *r, int
                 return sdxs_fail(err, SDXS_ERR_INVALID, "init_image", "init image %d is empty",
                                  i);
     }
-    if (r->control_images)
-        return sdxs_fail(err, SDXS_ERR_INVALID, "control_image",
-                         "this model was opened without a ControlNet");
+    if (r->control_images) {
+        if (!m->controlnet)
+            return sdxs_fail(err, SDXS_ERR_INVALID, "control_image",
+                             "this model was opened without a ControlNet");
+        if (r->control_mode != SDXS_CONTROL_NONE && r->control_mode != SDXS_CONTROL_SKETCH &&
+            r->control_mode != SDXS_CONTROL_CANNY)
+            return sdxs_fail(err, SDXS_ERR_INVALID, "control_mode",
+                             "control mode %d is not sketch, canny or none",
+                             (int)r->control_mode);
+        if (!(r->control_scale >= 0.0f && r->control_scale <= SDXS_MAX_CONTROL_SCALE))
+            return sdxs_fail(err, SDXS_ERR_INVALID, "control_scale",
+                             "control scale %g is outside [0, %g]", (double)r->control_scale,
+                             (double)SDXS_MAX_CONTROL_SCALE);
+        for (int i = 0; i < r->batch; i++)
+            if (!r->control_images[i].rgb || r->control_images[i].width < 1 ||
+                r->control_images[i].height < 1)
+                return sdxs_fail(err, SDXS_ERR_INVALID, "control_image",
+                                 "control image %d is empty", i);
+    }
     return SDXS_OK;
 }
 
@@ -222,6 +269,30 @@ static sdxs_status prepare(gen_job *j, const sdxs_request *r, sdxs_error *err)
             sdxs_image_free(&tmp);
         }
     }
+
+    /* Control images: resized and prepared for their mode; channels reversed for a ControlNet
+     * trained on BGR. */
+    if (r->control_images && st == SDXS_OK) {
+        j->control_scale = r->control_scale;
+        j->control_rgb = sdxs_calloc((size_t)j->n * pixels, 1, err, "control pixels");
+        if (!j->control_rgb)
+            return SDXS_ERR_RUNTIME;
+        for (int i = 0; i < j->n && st == SDXS_OK; i++) {
+            sdxs_image tmp = {0, 0, NULL};
+            uint8_t *dst = j->control_rgb + (size_t)i * pixels;
+            st = sdxs_control_prepare(&r->control_images[i], r->control_mode, (int)j->width,
+                                      (int)j->height, &tmp, err);
+            if (st == SDXS_OK)
+                memcpy(dst, tmp.rgb, pixels);
+            sdxs_image_free(&tmp);
+            if (st == SDXS_OK && m->controlnet->cfg.bgr)
+                for (size_t p = 0; p < pixels; p += 3) {
+                    uint8_t t = dst[p];
+                    dst[p] = dst[p + 2];
+                    dst[p + 2] = t;
+                }
+        }
+    }
     return st;
 }
 
@@ -232,6 +303,7 @@ static void job_free(gen_job *j)
     free(j->timesteps);
     free(j->noise);
     free(j->init_rgb);
+    free(j->control_rgb);
     free(j->out_rgb);
     free(j->decoded_tmp);
 }
@@ -241,7 +313,8 @@ static uint64_t shape_key(const gen_job *j)
 {
     uint64_t k = 0x67656e0000000000ull;
     k ^= (uint64_t)(j->init_rgb != NULL) << 56 | (uint64_t)j->plan.skip_unet << 57 |
-         (uint64_t)(j->plan.clip > 0.0f) << 58 | (uint64_t)(j->decoded_tmp != NULL) << 59;
+         (uint64_t)(j->plan.clip > 0.0f) << 58 | (uint64_t)(j->decoded_tmp != NULL) << 59 |
+         (uint64_t)(j->control_rgb != NULL) << 60 | (uint64_t)(j->control_scale == 1.0f) << 61;
     k ^= (uint64_t)j->n << 40 ^ (uint64_t)j->unique << 32 ^ (uint64_t)j->h << 16 ^
          (uint64_t)j->w;
     return k;

@@ -571,6 +571,7 @@ sdxs_tensor *sdxs_unet_forward(sdxs_exec *e, const sdxs_unet *m, const sdxs_tens
     const sdxs_unet_config *cfg = &m->cfg;
     sdxs_tensor *skips[SDXS_UNET_MAX_SKIPS];
     int nskips = 0;
+    bool h_is_skip = true; /* h is skips[nskips - 1] itself */
     sdxs_tensor *temb, *h, *t;
 
     temb = sdxs_unet_time_embedding(e, &m->time1, &m->time2, timesteps,
@@ -583,28 +584,36 @@ sdxs_tensor *sdxs_unet_forward(sdxs_exec *e, const sdxs_unet *m, const sdxs_tens
     for (int i = 0; i < cfg->levels; i++)
         h = sdxs_down_level_forward(e, &m->down[i], h, temb, context, skips, &nskips);
 
-    /* ControlNet residuals join every skip connection. */
+    /* ControlNet residuals join every skip connection. The last level's output goes on to the
+     * middle without its residual, as in diffusers, so it is kept apart from its skip. */
     if (res) {
         SDXS_ASSERT(res->count == nskips);
         for (int i = 0; i < nskips; i++) {
             t = sdxs_op_axpby(e, 1.0f, skips[i], 1.0f, res->down[i], SDXS_ACT_NONE);
-            sdxs_release(e, skips[i]);
+            if (skips[i] != h)
+                sdxs_release(e, skips[i]);
             skips[i] = t;
         }
-        h = skips[nskips - 1];
+        h_is_skip = false;
     }
 
     /* Middle: the mid block if any, then the ControlNet's mid residual even without one. */
-    if (cfg->mid_block)
-        h = sdxs_mid_block_forward(e, &m->mid, h, temb, context);
-    if (res && res->mid) {
-        t = sdxs_op_axpby(e, 1.0f, h, 1.0f, res->mid, SDXS_ACT_NONE);
-        if (cfg->mid_block)
+    if (cfg->mid_block) {
+        t = sdxs_mid_block_forward(e, &m->mid, h, temb, context);
+        if (!h_is_skip)
             sdxs_release(e, h);
         h = t;
+        h_is_skip = false;
     }
-    /* Without a mid block or mid residual, h is still the last skip: the first up resnet then
-     * reads it as both of its inputs, and it is released once. */
+    if (res && res->mid) {
+        t = sdxs_op_axpby(e, 1.0f, h, 1.0f, res->mid, SDXS_ACT_NONE);
+        if (!h_is_skip)
+            sdxs_release(e, h);
+        h = t;
+        h_is_skip = false;
+    }
+    /* When h is still the last skip, the first up resnet reads it as both of its inputs, and it
+     * is released once. */
 
     /* Up: each level concatenates skips (last first) before each resnet. */
     for (int i = 0; i < cfg->levels; i++) {

@@ -137,8 +137,9 @@ typedef struct sdxs_request {
      * the image is re-drawn, in [0, 1]. NULL for text-to-image. */
     const sdxs_image *init_images;
     float strength;
-    /* ControlNet conditioning: batch control images, how they are prepared, and the scale of the
-     * residuals. NULL unless the model was opened with a ControlNet. */
+    /* ControlNet conditioning: batch control images (any size; resized to width x height), how
+     * they are prepared, and the scale of the residuals (0 to 10; 1 is the trained strength).
+     * NULL unless the model was opened with a ControlNet. */
     const sdxs_image *control_images;
     sdxs_control_mode control_mode;
     float control_scale;

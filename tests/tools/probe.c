@@ -3,9 +3,13 @@
  *
  *   sdxs-probe text MODEL OUT.npy PROMPT...        last_hidden_state (N, 77, D)
  *   sdxs-probe generate MODEL REQUEST.json OUTDIR  text, latents, eps, clean, decoded (float32)
- *                                                  and images (N, H, W, 3) uint8
+ *                                                  and images (N, H, W, 3) uint8; with a
+ *                                                  ControlNet also residual0.npy ... (the
+ *                                                  scaled residuals, the mid one last)
  * REQUEST.json: {"prompts": [...], "seeds": [...], "width": W, "height": H,
- *                "init_images": ["a.png", ...], "strength": S}
+ *                "init_images": ["a.png", ...], "strength": S,
+ *                "controlnet": DIR, "control_images": ["c.png", ...],
+ *                "control_mode": "sketch" | "canny" | "none", "control_scale": S}
  * Exit codes as the sdxs executable's.
  */
 #include <stdio.h>
@@ -88,7 +92,7 @@ static int cmd_text(int argc, char **argv)
 
 /* Reads the request file; strings point into *root. */
 static int read_request(const char *path, json_t **root, sdxs_request *req, const char ***prompts,
-                        uint64_t **seeds, sdxs_image **inits)
+                        uint64_t **seeds, sdxs_image **inits, sdxs_image **controls)
 {
     json_error_t jerr;
     json_t *p, *s, *imgs;
@@ -129,6 +133,21 @@ static int read_request(const char *path, json_t **root, sdxs_request *req, cons
                 return fail(&err);
         req->init_images = *inits;
     }
+    imgs = json_object_get(*root, "control_images");
+    if (json_array_size(imgs) == n) {
+        sdxs_error err;
+        const char *mode = json_string_value(json_object_get(*root, "control_mode"));
+        *controls = calloc(n, sizeof(sdxs_image));
+        for (size_t i = 0; i < n; i++)
+            if (sdxs_image_load(json_string_value(json_array_get(imgs, i)), NULL,
+                                &(*controls)[i], &err) != SDXS_OK)
+                return fail(&err);
+        req->control_images = *controls;
+        req->control_mode = !mode || !strcmp(mode, "none") ? SDXS_CONTROL_NONE
+                            : !strcmp(mode, "sketch")      ? SDXS_CONTROL_SKETCH
+                                                           : SDXS_CONTROL_CANNY;
+        req->control_scale = (float)json_number_value(json_object_get(*root, "control_scale"));
+    }
     return 0;
 }
 
@@ -141,7 +160,12 @@ static int cmd_generate(int argc, char **argv)
     json_t *root = NULL;
     const char **prompts = NULL;
     uint64_t *seeds = NULL;
-    sdxs_image *inits = NULL, *out = NULL;
+    sdxs_image *inits = NULL, *controls = NULL, *out = NULL;
+    sdxs_model_options opt;
+    int64_t rshapes[SDXS_UNET_MAX_SKIPS + 1][4];
+    int nres = 0;
+    size_t res_floats = 0;
+    float *res = NULL;
     int rc, n, w, h, mult, down, d;
     int64_t tshape[3], lshape[4], dshape[4], ishape[4];
     char path[1200];
@@ -151,10 +175,12 @@ static int cmd_generate(int argc, char **argv)
         fprintf(stderr, "usage: sdxs-probe generate MODEL REQUEST.json OUTDIR\n");
         return 2;
     }
-    rc = read_request(argv[3], &root, &req, &prompts, &seeds, &inits);
+    rc = read_request(argv[3], &root, &req, &prompts, &seeds, &inits, &controls);
     if (rc)
         goto done;
-    if (sdxs_model_open(argv[2], NULL, &m, &err) != SDXS_OK) {
+    memset(&opt, 0, sizeof(opt));
+    opt.controlnet_dir = json_string_value(json_object_get(root, "controlnet"));
+    if (sdxs_model_open(argv[2], &opt, &m, &err) != SDXS_OK) {
         rc = fail(&err);
         goto done;
     }
@@ -178,6 +204,15 @@ static int cmd_generate(int argc, char **argv)
     dbg.decoded = calloc((size_t)(n * 3 * h * w), 4);
     out = calloc((size_t)n, sizeof(sdxs_image));
     rgb = calloc((size_t)(n * h * w * 3), 1);
+    dbg.residuals = NULL;
+    if (m->controlnet && req.control_images) {
+        nres = sdxs_controlnet_residual_shapes(&m->controlnet->cfg, n, h / down, w / down,
+                                               rshapes);
+        for (int i = 0; i < nres; i++)
+            res_floats += (size_t)(rshapes[i][0] * rshapes[i][1] * rshapes[i][2] * rshapes[i][3]);
+        res = calloc(res_floats, sizeof(float));
+        dbg.residuals = res;
+    }
 
     if (sdxs_generate_ex(m, &req, out, NULL, &dbg, &err) != SDXS_OK) {
         rc = fail(&err);
@@ -196,6 +231,11 @@ static int cmd_generate(int argc, char **argv)
         rc |= write_npy(path, "<f4", dbg.decoded, 4, 4, dshape);
         snprintf(path, sizeof(path), "%s/images.npy", argv[4]);
         rc |= write_npy(path, "|u1", rgb, 1, 4, ishape);
+        for (int i = 0, at = 0; i < nres; i++) {
+            snprintf(path, sizeof(path), "%s/residual%d.npy", argv[4], i);
+            rc |= write_npy(path, "<f4", res + at, 4, 4, rshapes[i]);
+            at += (int)(rshapes[i][0] * rshapes[i][1] * rshapes[i][2] * rshapes[i][3]);
+        }
         rc = rc ? 4 : 0;
         for (int i = 0; i < n; i++)
             sdxs_image_free(&out[i]);
@@ -207,11 +247,15 @@ static int cmd_generate(int argc, char **argv)
     free(dbg.decoded);
     free(out);
     free(rgb);
+    free(res);
 
 done:
     for (int i = 0; inits && i < req.batch; i++)
         sdxs_image_free(&inits[i]);
     free(inits);
+    for (int i = 0; controls && i < req.batch; i++)
+        sdxs_image_free(&controls[i]);
+    free(controls);
     free(prompts);
     free(seeds);
     json_decref(root);
