@@ -5,12 +5,17 @@ Variants:
   dreamshaper, sdxs09        the real configurations at full size
   tiny-dreamshaper, tiny-09  the same architectures shrunk (narrow channels, 2 text layers), for
                              fast tests; every feature of the full model is still exercised
-Each folder also gets fp16 copies of its weights (*.fp16.safetensors).
+  sketch, tiny-sketch        ControlNet folders (config.json and weights) with the sketch
+                             ControlNet's configuration, beside dreamshaper / tiny-dreamshaper;
+  sketch-bin, tiny-sketch-bin  the same weights saved as PyTorch's diffusion_pytorch_model.bin
+Each model folder also gets fp16 copies of its weights (*.fp16.safetensors).
 
 Random weights from PyTorch's default initialisation make some stages degenerate (the tiny
 decoder saturates, the U-Net output is tiny), which would let a comparison pass trivially. After
 building, `condition()` rescales a few layers so that every stage the tests compare has a healthy
-spread; tests assert that spread too.
+spread; tests assert that spread too. A ControlNet's zero-initialised layers (its zero
+convolutions and the last layer of its conditioning embedding) get default random weights
+instead, so that its residuals are not zero.
 
 Usage: make_models.py OUT_DIR NAME [NAME ...]   (a folder that exists with the same stamp is kept)
 """
@@ -34,6 +39,10 @@ VARIANTS = {
     "tiny-dreamshaper": ("sdxs-512-dreamshaper", True),
     "tiny-09": ("sdxs-512-0.9", True),
 }
+CONTROLNETS = {
+    "sketch": ("sdxs-512-dreamshaper-sketch", False),
+    "tiny-sketch": ("sdxs-512-dreamshaper-sketch", True),
+}
 
 
 def load(folder, name):
@@ -50,6 +59,14 @@ def shrink_unet(cfg):
     cfg["attention_head_dim"] = [2, 4, 4] if isinstance(ahd, list) else 2
     cfg["cross_attention_dim"] = 32
     cfg["sample_size"] = 16
+    return cfg
+
+
+def shrink_controlnet(cfg):
+    """Matches shrink_unet; a narrow conditioning embedding with the same three halvings."""
+    cfg = shrink_unet(cfg)
+    del cfg["sample_size"]
+    cfg["conditioning_embedding_out_channels"] = [8, 8, 16, 16]
     return cfg
 
 
@@ -70,7 +87,7 @@ def stamp(name, seed):
     for path in [os.path.abspath(__file__), os.path.join(HERE, "tokenizer_files.py")]:
         with open(path, "rb") as f:
             h.update(f.read())
-    folder = VARIANTS[name][0]
+    folder = VARIANTS[name][0] if name in VARIANTS else CONTROLNETS[name][0]
     for fn in sorted(os.listdir(os.path.join(CONFIGS, folder))):
         with open(os.path.join(CONFIGS, folder, fn), "rb") as f:
             h.update(f.read())
@@ -106,11 +123,62 @@ def condition(pipe, sample_size, gen):
     last.bias.copy_(0.5 - mean * 0.2 / std)
 
 
+def build_controlnet(out_dir, name, seed=4321):
+    """A ControlNet folder, and beside it NAME-bin with the same weights as a PyTorch .bin."""
+    from diffusers import ControlNetModel
+
+    folder, tiny = CONTROLNETS[name]
+    dst = os.path.join(out_dir, name)
+    st = stamp(name, seed)
+    if os.path.exists(os.path.join(dst, ".stamp")) and os.path.exists(dst + "-bin"):
+        with open(os.path.join(dst, ".stamp")) as f:
+            if f.read() == st:
+                return dst
+    for d in [dst, dst + "-bin"]:
+        if os.path.exists(d):
+            shutil.rmtree(d)
+    cfg = load(folder, "controlnet.json")
+    if tiny:
+        cfg = shrink_controlnet(cfg)
+    torch.manual_seed(seed)
+    cn = ControlNetModel.from_config(cfg).eval()
+    # diffusers zero-initialises these; give them PyTorch's default initialisation instead.
+    with torch.no_grad():
+        zeroed = list(cn.controlnet_down_blocks) + [cn.controlnet_mid_block,
+                                                    cn.controlnet_cond_embedding.conv_out]
+        for conv in zeroed:
+            conv.reset_parameters()
+        # With default initialisation the embedding's output is almost only its biases, the
+        # same for every control image, and small next to conv_in(latent). Without biases it
+        # is the image's alone; scaled to conv_in's spread, the control image visibly steers
+        # the picture.
+        side = 16 if tiny else 64
+        g = torch.Generator().manual_seed(seed)
+        latent = torch.randn(1, cfg["in_channels"], side, side, generator=g)
+        strokes = (torch.rand(1, 3, 8 * side, 8 * side, generator=g) > 0.9).float()
+        emb = cn.controlnet_cond_embedding
+        for conv in [emb.conv_in, *emb.blocks, emb.conv_out]:
+            conv.bias.zero_()
+        ratio = cn.conv_in(latent).std() / emb(strokes).std().clamp_min(1e-12)
+        emb.conv_out.weight.mul_(ratio)
+    cn.save_pretrained(dst + ".tmp")
+    cn.save_pretrained(dst + "-bin.tmp", safe_serialization=False)
+    with open(os.path.join(dst + ".tmp", ".stamp"), "w") as f:
+        f.write(st)
+    os.rename(dst + "-bin.tmp", dst + "-bin")
+    os.rename(dst + ".tmp", dst)
+    return dst
+
+
 def build(out_dir, name, seed=1234):
     from diffusers import (AutoencoderTiny, StableDiffusionPipeline, UNet2DConditionModel)
     from diffusers.schedulers import DEISMultistepScheduler, EulerDiscreteScheduler
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+    if name.endswith("-bin"):
+        return build_controlnet(out_dir, name[:-4]) + "-bin"
+    if name in CONTROLNETS:
+        return build_controlnet(out_dir, name)
     folder, tiny = VARIANTS[name]
     dst = os.path.join(out_dir, name)
     st = stamp(name, seed)
