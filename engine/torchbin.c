@@ -452,7 +452,8 @@ static sdxs_status make_tuple(pickle_vm *vm, size_t count)
         return SDXS_ERR_RUNTIME;
     val(vm, t)->first = (uint32_t)vm->nkids;
     val(vm, t)->len = (uint32_t)count;
-    memcpy(vm->kids + vm->nkids, vm->stack + vm->nstack - count, count * sizeof(uint32_t));
+    if (count) /* kids is still NULL before the first non-empty tuple */
+        memcpy(vm->kids + vm->nkids, vm->stack + vm->nstack - count, count * sizeof(uint32_t));
     vm->nkids += count;
     vm->nstack -= count;
     return vm_push(vm, t);
@@ -535,6 +536,8 @@ static sdxs_status op_persid(pickle_vm *vm)
     const pv *t, *ty, *k, *loc, *numel;
     size_t es, bytes;
     uint32_t id, v;
+    sdxs_dtype dtype;
+    int64_t count;
     pv *s;
 
     if (vm_pop(vm, &id) != SDXS_OK)
@@ -570,12 +573,14 @@ static sdxs_status op_persid(pickle_vm *vm)
                       key, (long long)numel->i, es, e->size);
     if (e->data % es)
         return vm_bad(vm, "storage '%s' is not aligned to its element size", key);
-    v = vm_new(vm, PV_STORAGE);
+    dtype = types[ty->i];
+    count = numel->i;
+    v = vm_new(vm, PV_STORAGE); /* may move vals: ty and numel are not read after this */
     if (v == UINT32_MAX)
         return SDXS_ERR_RUNTIME;
     s = val(vm, v);
-    s->dtype = types[ty->i];
-    s->i = numel->i;
+    s->dtype = dtype;
+    s->i = count;
     s->data = e->data;
     return vm_push(vm, v);
 }
