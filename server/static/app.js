@@ -97,6 +97,7 @@ demo.modes.type = (() => {
         body: JSON.stringify(Object.assign(p, { format: "jpeg" })),
       });
       await drawBlob($("type-out"), await resp.blob());
+      s.lastPrompt = p.prompt;
       record(s, t0, resp);
     } catch (e) { fail(s, e); }
   });
@@ -125,11 +126,14 @@ demo.modes.webcam = (() => {
       const v = $("webcam-in");
       if (!v.videoWidth) { await new Promise((r) => setTimeout(r, 50)); continue; }
       const p = params(), t0 = performance.now();
-      const q = new URLSearchParams({ prompt: p.prompt, seed: p.seed, width: p.width,
-        height: p.height, strength: $("strength").value, format: "jpeg" });
+      // Image-to-image, or the frame's canny edges through the ControlNet when ticked.
+      const canny = $("webcam-canny").checked;
+      const q = new URLSearchParams(Object.assign({ prompt: p.prompt, seed: p.seed,
+        width: p.width, height: p.height, format: "jpeg" },
+        canny ? { control_mode: "canny" } : { strength: $("strength").value }));
       try {
         const body = await frameBlob(p.width, p.height);
-        const resp = await call("/v1/img2img?" + q, {
+        const resp = await call((canny ? "/v1/controlnet?" : "/v1/img2img?") + q, {
           method: "POST", headers: headers({ "Content-Type": "image/jpeg" }), body });
         await drawBlob($("webcam-out"), await resp.blob());
         record(s, t0, resp);
@@ -333,6 +337,7 @@ async function init() {
   for (const v of sizes) $("size").add(new Option(v, v, v === model.default_size,
                                                    v === model.default_size));
   demo.modes.sketch.setAvailable(!!model.controlnet);
+  $("webcam-canny").disabled = !model.controlnet;
   demo.ready = true;
   demo.select("type");
 }
