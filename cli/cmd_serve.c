@@ -29,7 +29,8 @@ static void help(FILE *f)
             "  --http-threads N       HTTP polling threads (default 2)\n"
             "  --max-streams N        frame streams at once, 1 to %d (default %d)\n"
             "  --max-viewers N        stream viewers at once (default %d)\n"
-            "  --static-dir DIR       the demo page's files (default server/static)\n",
+            "  --static-dir DIR       the demo page's files (default server/static)\n"
+            "  --controlnet DIR       a ControlNet folder: serves POST /v1/controlnet\n",
             SDXS_SERVE_MAX_BATCH, SDXS_SERVE_DEFAULT_BODY, SDXS_SERVE_MAX_STREAMS,
             SDXS_SERVE_MAX_STREAMS, SDXS_SERVE_MAX_VIEWERS);
     sdxs_cli_common_help(f);
@@ -87,6 +88,8 @@ static int parse(sdxs_cli_common *c, sdxs_serve_config *cfg, int argc, char **ar
             }
         } else if (!strcmp(f, "--host")) {
             cfg->host = v;
+        } else if (!strcmp(f, "--controlnet")) {
+            c->opt.controlnet_dir = v;
         } else if (!strcmp(f, "--api-key")) {
             if (!v[0]) {
                 fprintf(stderr, "sdxs: --api-key: the key must not be empty\n");

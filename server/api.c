@@ -1,8 +1,8 @@
 /* api.c: the endpoints' request and response formats. A request (JSON, a query string, a form,
  * or a raw image) becomes an engine job after every field is checked against its limit (errors
  * name the field); a finished job becomes the route's response: raw image bytes (/v1/txt2img,
- * /v1/img2img), OpenAI's {"created", "data": [{"b64_json", "seed"}]}, or AUTOMATIC1111's
- * {"images", "parameters", "info"}. Also base64, random seeds and the small GET endpoints.
+ * /v1/img2img, /v1/controlnet), OpenAI's {"created", "data": [{"b64_json", "seed"}]}, or
+ * AUTOMATIC1111's {"images", "parameters", "info"}. Also base64, random seeds and the small GET endpoints.
  */
 #define _GNU_SOURCE /* getrandom */
 #include <jansson.h>
@@ -22,6 +22,7 @@
 #define DEFAULT_JPEG_QUALITY 90
 #define DEFAULT_STRENGTH 0.5        /* /v1/img2img, as `sdxs generate` */
 #define DEFAULT_A1111_STRENGTH 0.75 /* AUTOMATIC1111's own default */
+#define MAX_CONTROL_SCALE 10.0      /* as the engine's SDXS_MAX_CONTROL_SCALE */
 
 /* ---- replies ---- */
 
@@ -480,6 +481,9 @@ typedef struct gen_fields {
     uint64_t seed;
     double strength;
     sdxs_image init;
+    sdxs_image control; /* /v1/controlnet */
+    sdxs_control_mode control_mode;
+    double control_scale;
 } gen_fields;
 
 static int prepare_generations(sdxs_server *s, const sdxs_params *p, sdxs_api_state *st,
@@ -530,28 +534,53 @@ static int prepare_native(sdxs_server *s, const sdxs_api_input *in, const sdxs_p
     if (!rc)
         rc = get_seed(p, "seed", false, st, &g->seed, reply);
     st->quality = (int)q;
-    if (rc || in->route != SDXS_ROUTE_IMG2IMG)
+    if (rc || (in->route != SDXS_ROUTE_IMG2IMG && in->route != SDXS_ROUTE_CONTROLNET))
         return rc;
 
-    /* The init image: the raw body, the form's image, or "image" in the JSON. */
-    rc = get_number(p, "strength", 0.0, 1.0, DEFAULT_STRENGTH, &g->strength, reply);
-    if (rc)
-        return rc;
-    if (in->kind == SDXS_BODY_JSON) {
-        json_t *v = param(p, "image");
-        if (!v) {
-            sdxs_reply_error(reply, 400, "image", "image is required (base64 PNG or JPEG)");
+    /* The ControlNet's settings: how the image is prepared and the residuals' scale. */
+    if (in->route == SDXS_ROUTE_CONTROLNET) {
+        const char *mode;
+        rc = get_string(p, "control_mode", 16, "sketch", &mode, reply);
+        if (rc)
+            return rc;
+        if (!strcmp(mode, "sketch"))
+            g->control_mode = SDXS_CONTROL_SKETCH;
+        else if (!strcmp(mode, "canny"))
+            g->control_mode = SDXS_CONTROL_CANNY;
+        else if (!strcmp(mode, "none"))
+            g->control_mode = SDXS_CONTROL_NONE;
+        else {
+            sdxs_reply_error(reply, 400, "control_mode",
+                             "control_mode must be \"sketch\", \"canny\" or \"none\"");
             return 400;
         }
-        return decode_b64_init(v, "image", &g->init, reply);
+        rc = get_number(p, "control_scale", 0.0, MAX_CONTROL_SCALE, 1.0, &g->control_scale,
+                        reply);
+    } else {
+        rc = get_number(p, "strength", 0.0, 1.0, DEFAULT_STRENGTH, &g->strength, reply);
     }
-    if (!in->body || !in->len) {
-        sdxs_reply_error(reply, 400, "image",
-                         "image is required: send it as the body (image/png or image/jpeg), "
-                         "as the form field \"image\", or base64 in JSON");
-        return 400;
+    if (rc)
+        return rc;
+
+    /* The image (init or control): the raw body, the form's image, or "image" in the JSON. */
+    {
+        sdxs_image *img = in->route == SDXS_ROUTE_CONTROLNET ? &g->control : &g->init;
+        if (in->kind == SDXS_BODY_JSON) {
+            json_t *v = param(p, "image");
+            if (!v) {
+                sdxs_reply_error(reply, 400, "image", "image is required (base64 PNG or JPEG)");
+                return 400;
+            }
+            return decode_b64_init(v, "image", img, reply);
+        }
+        if (!in->body || !in->len) {
+            sdxs_reply_error(reply, 400, "image",
+                             "image is required: send it as the body (image/png or image/jpeg), "
+                             "as the form field \"image\", or base64 in JSON");
+            return 400;
+        }
+        return decode_init(in->body, in->len, "image", img, reply);
     }
-    return decode_init(in->body, in->len, "image", &g->init, reply);
 }
 
 /* Records an AUTOMATIC1111 field the model cannot honour, with why. */
@@ -638,6 +667,15 @@ int sdxs_api_prepare(sdxs_server *s, const sdxs_api_input *in, sdxs_api_state *s
         case SDXS_ROUTE_IMG2IMG:
             rc = prepare_native(s, in, &p, st, &g, reply);
             break;
+        case SDXS_ROUTE_CONTROLNET:
+            if (!s->has_controlnet) {
+                sdxs_reply_error(reply, 404, NULL, "this server has no ControlNet: start it "
+                                 "with --controlnet DIR");
+                rc = 404;
+                break;
+            }
+            rc = prepare_native(s, in, &p, st, &g, reply);
+            break;
         case SDXS_ROUTE_SD_TXT2IMG:
         case SDXS_ROUTE_SD_IMG2IMG:
             rc = prepare_a1111(s, in, &p, st, &g, reply);
@@ -663,6 +701,10 @@ int sdxs_api_prepare(sdxs_server *s, const sdxs_api_input *in, sdxs_api_state *s
         st->job->init = g.init;
         g.init.rgb = NULL;
         st->job->strength = (float)g.strength;
+        st->job->control = g.control;
+        g.control.rgb = NULL;
+        st->job->control_mode = g.control_mode;
+        st->job->control_scale = (float)g.control_scale;
         st->job->counted = true;
         if (in->route == SDXS_ROUTE_SD_TXT2IMG || in->route == SDXS_ROUTE_SD_IMG2IMG) {
             json_object_del(p.obj, "init_images"); /* the echo leaves the big images out */
@@ -671,6 +713,7 @@ int sdxs_api_prepare(sdxs_server *s, const sdxs_api_input *in, sdxs_api_state *s
         }
     }
     sdxs_image_free(&g.init);
+    sdxs_image_free(&g.control);
     json_decref(p.obj);
     return rc;
 }
@@ -684,9 +727,13 @@ static sdxs_status encode(const sdxs_job *job, int i, const sdxs_api_state *st, 
     const char *text[] = {"parameters", params, "Software", "sdxs serve", NULL};
     if (st->format == FORMAT_JPEG)
         return sdxs_jpeg_encode(&job->out[i], st->quality, out, len, err);
-    snprintf(params, sizeof(params), "%s\nSteps: 1, Seed: %llu, Size: %dx%d%s", job->prompt,
-             (unsigned long long)job->seeds[i], job->width, job->height,
-             job->init.rgb ? ", img2img" : "");
+    snprintf(params, sizeof(params), "%s\nSteps: 1, Seed: %llu, Size: %dx%d%s%s%s",
+             job->prompt, (unsigned long long)job->seeds[i], job->width, job->height,
+             job->init.rgb ? ", img2img" : "", job->control.rgb ? ", ControlNet " : "",
+             !job->control.rgb ? ""
+             : job->control_mode == SDXS_CONTROL_SKETCH ? "sketch"
+             : job->control_mode == SDXS_CONTROL_CANNY  ? "canny"
+                                                        : "none");
     return sdxs_png_encode_mode(&job->out[i], text, SDXS_PNG_FAST, out, len, err);
 }
 
@@ -759,7 +806,8 @@ void sdxs_api_finish(sdxs_server *s, sdxs_route route, sdxs_api_state *st, sdxs_
             break;
     if (i < job->n) {
         sdxs_reply_from_error(reply, 500, &err);
-    } else if (route == SDXS_ROUTE_TXT2IMG || route == SDXS_ROUTE_IMG2IMG) {
+    } else if (route == SDXS_ROUTE_TXT2IMG || route == SDXS_ROUTE_IMG2IMG ||
+               route == SDXS_ROUTE_CONTROLNET) {
         /* Step 2a: the image itself. */
         reply->status = 200;
         reply->content_type = st->format == FORMAT_JPEG ? "image/jpeg" : "image/png";

@@ -55,6 +55,8 @@ static const route_def routes[] = {
      true, false, NULL},
     {"/sdapi/v1/txt2img", true, SDXS_ROUTE_SD_TXT2IMG, HANDLE_JOB, BODY_JSON, false, false, NULL},
     {"/sdapi/v1/img2img", true, SDXS_ROUTE_SD_IMG2IMG, HANDLE_JOB, BODY_JSON, true, false, NULL},
+    {"/v1/controlnet", true, SDXS_ROUTE_CONTROLNET, HANDLE_JOB,
+     BODY_JSON | BODY_IMAGE | BODY_MULTIPART, true, false, NULL},
     {"/v1/stream", false, SDXS_ROUTE_STREAM, HANDLE_STREAM, 0, false, false, NULL},
     {"/v1/models", false, SDXS_ROUTE_MODELS, HANDLE_NOW, 0, false, false, sdxs_api_models},
     {"/healthz", false, SDXS_ROUTE_HEALTHZ, HANDLE_NOW, 0, false, true, sdxs_api_healthz},

@@ -23,7 +23,7 @@ static const int statuses[SDXS_METRICS_STATUSES] = {200, 204, 400, 401, 404, 405
 
 static const char *const route_names[SDXS_ROUTE_COUNT] = {
     "/v1/images/generations", "/v1/txt2img", "/v1/img2img", "/sdapi/v1/txt2img",
-    "/sdapi/v1/img2img",      "/v1/stream",  "/v1/models",  "/healthz",
+    "/sdapi/v1/img2img",      "/v1/controlnet", "/v1/stream", "/v1/models", "/healthz",
     "/metrics",               "static",      "other",
 };
 

@@ -49,6 +49,7 @@ void sdxs_job_free(sdxs_job *job)
             sdxs_image_free(&job->out[i]);
     free(job->out);
     sdxs_image_free(&job->init);
+    sdxs_image_free(&job->control);
     free(job->prompt);
     free(job);
 }
@@ -145,8 +146,10 @@ static void unlink_job(sdxs_queue *q, sdxs_job *prev, sdxs_job *job)
 static bool same_kind(const sdxs_job *a, const sdxs_job *b)
 {
     bool ia = a->init.rgb != NULL, ib = b->init.rgb != NULL;
+    bool ca = a->control.rgb != NULL, cb = b->control.rgb != NULL;
     return a->width == b->width && a->height == b->height && ia == ib &&
-           (!ia || a->strength == b->strength);
+           (!ia || a->strength == b->strength) && ca == cb &&
+           (!ca || (a->control_mode == b->control_mode && a->control_scale == b->control_scale));
 }
 
 static int images_like_head(const sdxs_queue *q, int cap)
@@ -259,7 +262,8 @@ static void run_batch(sdxs_queue *q, sdxs_job **jobs, int count, int images)
     sdxs_server *s = q->srv;
     const char *prompts[SDXS_SERVE_MAX_BATCH];
     uint64_t seeds[SDXS_SERVE_MAX_BATCH];
-    sdxs_image inits[SDXS_SERVE_MAX_BATCH], out[SDXS_SERVE_MAX_BATCH];
+    sdxs_image inits[SDXS_SERVE_MAX_BATCH], controls[SDXS_SERVE_MAX_BATCH];
+    sdxs_image out[SDXS_SERVE_MAX_BATCH];
     float *noise = NULL; /* (images, C, h, w) */
     sdxs_request req;
     sdxs_timings tm;
@@ -283,6 +287,7 @@ static void run_batch(sdxs_queue *q, sdxs_job **jobs, int count, int images)
             prompts[k] = jobs[b]->prompt;
             seeds[k] = jobs[b]->seeds[i];
             inits[k] = jobs[b]->init;
+            controls[k] = jobs[b]->control;
         }
     }
     memset(&req, 0, sizeof(req));
@@ -294,6 +299,11 @@ static void run_batch(sdxs_queue *q, sdxs_job **jobs, int count, int images)
     if (jobs[0]->init.rgb) {
         req.init_images = inits;
         req.strength = jobs[0]->strength;
+    }
+    if (jobs[0]->control.rgb) {
+        req.control_images = controls;
+        req.control_mode = jobs[0]->control_mode;
+        req.control_scale = jobs[0]->control_scale;
     }
     if (own_noise) {
         noise = batch_noise(s->model, jobs, count, images, &err);

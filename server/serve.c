@@ -68,6 +68,7 @@ sdxs_status sdxs_server_attach(sdxs_server *s, sdxs_model *model, sdxs_error *er
         s->default_height = s->cfg.default_height;
     s->min_side = model->opt.min_side;
     s->max_side = model->opt.max_side;
+    s->has_controlnet = model->controlnet != NULL;
     snprintf(s->backend, sizeof(s->backend), "%s", model->be && model->be->ops->name ?
                                                        model->be->ops->name : "cpu");
     n = strlen(model->dir);

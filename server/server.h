@@ -71,6 +71,7 @@ typedef enum sdxs_route {
     SDXS_ROUTE_IMG2IMG,         /* POST /v1/img2img */
     SDXS_ROUTE_SD_TXT2IMG,      /* POST /sdapi/v1/txt2img */
     SDXS_ROUTE_SD_IMG2IMG,      /* POST /sdapi/v1/img2img */
+    SDXS_ROUTE_CONTROLNET,      /* POST /v1/controlnet */
     SDXS_ROUTE_STREAM,          /* GET /v1/stream */
     SDXS_ROUTE_MODELS,          /* GET /v1/models */
     SDXS_ROUTE_HEALTHZ,         /* GET /healthz */
@@ -135,6 +136,9 @@ struct sdxs_job {
     uint64_t seeds[SDXS_SERVE_MAX_BATCH];
     sdxs_image init;       /* owned; image-to-image when init.rgb is set */
     float strength;
+    sdxs_image control;    /* owned; through the ControlNet when control.rgb is set */
+    sdxs_control_mode control_mode;
+    float control_scale;
     const float *noise;    /* (n, C, h, w) explicit starting noise, or NULL; not owned */
     bool counted;          /* counts against --max-queue (HTTP requests do, stream frames not) */
     sdxs_job_done done;
