@@ -89,7 +89,8 @@ sdxs_status sdxs_backend_cuda_create(sdxs_precision precision, sdxs_backend **ou
 {
     *out = NULL;
     return sdxs_fail(err, SDXS_ERR_RUNTIME, "backend",
-                     "this build of sdxs has no CUDA backend (nvcc was not found at build time)");
+                     "this build of sdxs has no CUDA backend (configured with SDXS_CUDA=OFF, or "
+                     "nvcc was not found)");
 }
 #endif
 
