@@ -5,7 +5,8 @@
  * A block runs on one OS thread: each CUDA thread is a ucontext fiber; the scheduler runs every
  * runnable fiber until it blocks on a barrier or returns, then releases the barriers that are
  * complete (a warp's 32 lanes, or the whole block) and repeats. AddressSanitizer is told about
- * every stack switch, so the sanitizer build checks the kernels' memory accesses too.
+ * every stack switch, so the sanitizer build checks the kernels' memory accesses too (it still
+ * prints, once per OS thread, that it does not fully support swapcontext).
  */
 #include "kernels/cuda/emu.h"
 #include "kernels/cuda/cuda_emu.h"
