@@ -27,8 +27,9 @@
 #define SDXS_CU_NS sdxs_cuda
 #define CU_LAUNCH_RAW(kernel, grid, block, smem, stream, ...)                                      \
     kernel<<<(grid), (block), (smem), (stream)>>>(__VA_ARGS__)
+/* 128-byte alignment: wmma loads from dynamic shared memory need 32-byte aligned pointers. */
 #define CU_DYNAMIC_SMEM(type, name)                                                                \
-    extern __shared__ __align__(16) unsigned char sdxs_dynamic_smem_[];                            \
+    extern __shared__ __align__(128) unsigned char sdxs_dynamic_smem_[];                           \
     type *name = reinterpret_cast<type *>(sdxs_dynamic_smem_)
 #define CU_UNROLL _Pragma("unroll")
 #endif

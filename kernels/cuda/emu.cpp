@@ -102,7 +102,7 @@ struct worker {
     const std::function<void()> *body = nullptr;
     uint3 bid{};
     dim3 bdim, gdim;
-    std::vector<unsigned char> smem;
+    std::vector<unsigned char> smem; /* dynamic shared memory, from a 128-byte boundary on */
     std::vector<float> scratch; /* 512 floats per warp, for wmma */
 
     ~worker()
@@ -295,7 +295,7 @@ void run_blocks(grid_job *job)
     w->body = job->body;
     w->bdim = job->block;
     w->gdim = job->grid;
-    w->smem.assign(job->smem, 0);
+    w->smem.assign(job->smem + 128, 0);
     w->scratch.assign((size_t)((job->block.x * job->block.y * job->block.z + 31) / 32) * 512, 0.0f);
     for (unsigned b = job->next.fetch_add(1); b < job->total; b = job->next.fetch_add(1))
         run_block(w, b);
@@ -451,7 +451,8 @@ const dim3 &grid_dim()
 void *dynamic_smem()
 {
     current_fiber("dynamic shared memory");
-    return tls_worker->smem.data();
+    uintptr_t p = reinterpret_cast<uintptr_t>(tls_worker->smem.data());
+    return reinterpret_cast<void *>((p + 127) & ~(uintptr_t)127);
 }
 int lane_id() { return current_fiber("a lane id")->lane; }
 
@@ -506,6 +507,16 @@ unsigned vote(unsigned mask, bool pred, vote_kind kind)
     case VOTE_ALL: return bits == 0xffffffffu;
     }
     return bits;
+}
+
+void wmma_check(const void *p, unsigned ldm, size_t elem_bytes, const char *what)
+{
+    if (reinterpret_cast<uintptr_t>(p) % 32 != 0)
+        sdxs_panic("cuda emulation: %s in %s: the pointer is not 32-byte aligned", what,
+                   tls_worker ? tls_worker->kernel : "?");
+    if ((ldm * elem_bytes) % 16 != 0)
+        sdxs_panic("cuda emulation: %s in %s: ldm %u is not a multiple of 16 bytes", what,
+                   tls_worker ? tls_worker->kernel : "?", ldm);
 }
 
 float *warp_scratch()

@@ -54,6 +54,9 @@ unsigned vote(unsigned mask, bool pred, vote_kind kind);
 float *warp_scratch();
 void warp_barrier_wmma();
 int lane_id();
+/* Panics unless p is 32-byte aligned and ldm elements make a multiple of 16 bytes, which wmma
+ * loads and stores require on a GPU. */
+void wmma_check(const void *p, unsigned ldm, size_t elem_bytes, const char *what);
 
 /* ---- half and bfloat16 ---- */
 
@@ -164,6 +167,7 @@ inline void slot_rc(int i, int *r, int *c)
 template <typename Use, typename T>
 inline void load_matrix_sync(fragment<Use, 16, 16, 16, T, row_major> &f, const T *p, unsigned ldm)
 {
+    wmma_check(p, ldm, sizeof(T), "wmma::load_matrix_sync");
     for (int i = 0, r, c; i < 8; i++) {
         slot_rc(i, &r, &c);
         f.x[i] = p[(size_t)r * ldm + (size_t)c];
@@ -173,6 +177,7 @@ inline void load_matrix_sync(fragment<Use, 16, 16, 16, T, row_major> &f, const T
 template <typename Use, typename T>
 inline void load_matrix_sync(fragment<Use, 16, 16, 16, T, col_major> &f, const T *p, unsigned ldm)
 {
+    wmma_check(p, ldm, sizeof(T), "wmma::load_matrix_sync");
     for (int i = 0, r, c; i < 8; i++) {
         slot_rc(i, &r, &c);
         f.x[i] = p[(size_t)c * ldm + (size_t)r];
@@ -182,6 +187,7 @@ inline void load_matrix_sync(fragment<Use, 16, 16, 16, T, col_major> &f, const T
 inline void load_matrix_sync(fragment<accumulator, 16, 16, 16, float> &f, const float *p,
                              unsigned ldm, layout_t layout)
 {
+    wmma_check(p, ldm, sizeof(float), "wmma::load_matrix_sync");
     for (int i = 0, r, c; i < 8; i++) {
         slot_rc(i, &r, &c);
         f.x[i] = layout == mem_row_major ? p[(size_t)r * ldm + (size_t)c]
@@ -192,6 +198,7 @@ inline void load_matrix_sync(fragment<accumulator, 16, 16, 16, float> &f, const 
 inline void store_matrix_sync(float *p, const fragment<accumulator, 16, 16, 16, float> &f,
                               unsigned ldm, layout_t layout)
 {
+    wmma_check(p, ldm, sizeof(float), "wmma::store_matrix_sync");
     for (int i = 0, r, c; i < 8; i++) {
         slot_rc(i, &r, &c);
         if (layout == mem_row_major)
