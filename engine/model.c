@@ -353,6 +353,14 @@ sdxs_status sdxs_model_open(const char *dir, const sdxs_model_options *opt, sdxs
         st = read_configs(m, err);
     if (st != SDXS_OK)
         goto fail;
+    if (!(opt && opt->min_side)) {
+        /* The default minimum is lowered to the model's own size when that is smaller (the
+         * shipped 64-pixel toy model). */
+        int w, h, mult;
+        sdxs_model_default_size(m, &w, &h, &mult);
+        if (w < m->opt.min_side)
+            m->opt.min_side = w;
+    }
 
     /* Weights: a sizing pass checks every tensor; the creating pass converts them. */
     st = create_backend(m, err);

@@ -50,6 +50,7 @@ typedef struct sdxs_model_options {
     sdxs_precision precision;
     int threads; /* CPU worker threads; 0 means one per core */
     /* What a request must be checked against; 0 picks the defaults (128..1024 pixels a side,
+     * the minimum lowered to the model's default size when that is smaller;
      * batch 8). */
     int min_side, max_side, max_batch;
     const char *controlnet_dir; /* optional ControlNet folder, NULL for none */
