@@ -90,7 +90,7 @@ sdxs_status sdxs_static_load(sdxs_static *st, const char *dir, sdxs_error *err)
         return sdxs_fail(err, SDXS_ERR_INVALID, "--static-dir",
                          "cannot open the demo page's folder %s", st->dir);
     while (rc == SDXS_OK && (e = readdir(d)) != NULL) {
-        char path[sizeof(st->dir) + 80];
+        char path[sizeof(st->dir) + 258]; /* a folder, "/" and a d_name (at most 255) */
         sdxs_static_file *f;
         struct stat sb;
         if (!plain_name(e->d_name))
@@ -107,7 +107,7 @@ sdxs_status sdxs_static_load(sdxs_static *st, const char *dir, sdxs_error *err)
         rc = sdxs_read_file(path, SDXS_STATIC_MAX_BYTES - total, &f->data, &f->len, err);
         if (rc != SDXS_OK)
             break;
-        snprintf(f->name, sizeof(f->name), "%s", e->d_name);
+        snprintf(f->name, sizeof(f->name), "%.63s", e->d_name); /* plain_name: < 64 bytes */
         f->mime = mime_of(f->name);
         total += f->len;
         st->count++;
