@@ -32,6 +32,8 @@ struct sdxs_tensor {
     sdxs_weight_role role;  /* weights only */
     size_t offset, nbytes;  /* activations: place in the arena */
     void *data;             /* backend memory; NULL while planning */
+    void *impl;             /* weights: backend-private data (e.g. a layout descriptor), owned
+                               and freed by the backend */
     bool released;
 };
 

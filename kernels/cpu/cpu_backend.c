@@ -1,10 +1,12 @@
 /* cpu_backend.c: the CPU backend, the reference every other backend is compared with.
  *
- * Layout: activations are logical-layout float32 (images NCHW, tokens NLD, row-major); weights
- * are float32 in their logical layout. Matrix products go through oneDNN's sgemm (measured faster
- * here than Debian's OpenBLAS, which falls back to a generic kernel on this CPU); convolutions are
- * im2col over bands of output rows plus one product per band; everything else is plain loops
- * spread over OpenMP threads, the same runtime oneDNN uses, so the two never oversubscribe.
+ * Layout: images are float32 NHWC (so that tokens are the same memory as the image, and
+ * oneDNN's convolutions run without reorders); tokens (N, L, D) and vectors are row-major.
+ * Weights are float32: convolution weights in the layout oneDNN picks (cpu_conv.c), the rest in
+ * their logical layout. Matrix products go through oneDNN's sgemm (measured faster here than
+ * Debian's OpenBLAS, which falls back to a generic kernel on this CPU); everything else is plain
+ * loops spread over OpenMP threads, the runtime oneDNN uses too, so the two never oversubscribe.
+ * Each image of a batch is computed on its own, so results do not depend on the batch.
  */
 #include <math.h>
 #include <omp.h>
@@ -14,8 +16,9 @@
 #include <dnnl.h>
 
 #include "kernels/backend.h"
+#include "kernels/cpu/cpu_conv.h"
 
-#define CPU_SCRATCH_BYTES ((size_t)32 << 20) /* im2col bands and attention scores, per thread */
+#define CPU_SCRATCH_BYTES ((size_t)4 << 20) /* attention scores, per thread */
 #define CPU_ATTN_BLOCK 64                    /* query rows per attention block */
 
 typedef struct cpu_backend {
@@ -25,6 +28,7 @@ typedef struct cpu_backend {
     void *arena;
     size_t arena_bytes;
     float **scratch; /* one CPU_SCRATCH_BYTES buffer per thread */
+    cpu_conv_cache *conv;
     double marks[SDXS_MAX_MARKS];
 } cpu_backend;
 
@@ -103,13 +107,26 @@ static inline float act_apply(float x, sdxs_act act)
 
 static sdxs_dtype cpu_act_dtype(const sdxs_backend *be) { return SDXS_DTYPE_F32; }
 
-static void cpu_weight_size(sdxs_backend *be, sdxs_tensor *t)
+static size_t numel_of(const sdxs_tensor *t)
 {
-    size_t n = 4;
+    size_t n = 1;
     for (int i = 0; i < t->ndim; i++)
         n *= (size_t)t->ne[i];
+    return n;
+}
+
+static void cpu_weight_size(sdxs_backend *be, sdxs_tensor *t)
+{
     t->dtype = SDXS_DTYPE_F32;
-    t->nbytes = n;
+    t->nbytes = numel_of(t) * 4;
+    /* Convolution weights take the layout oneDNN wants (its size may include padding). */
+    if (t->role == SDXS_WEIGHT_CONV) {
+        size_t bytes;
+        sdxs_error err;
+        if (cpu_conv_weight_size(cpu(be)->conv, t, &bytes, &err) != SDXS_OK)
+            sdxs_panic("%s", err.message);
+        t->nbytes = bytes;
+    }
 }
 
 static sdxs_status cpu_weights_reserve(sdxs_backend *be, size_t bytes, sdxs_error *err)
@@ -128,10 +145,22 @@ static sdxs_status cpu_weight_create(sdxs_backend *be, sdxs_tensor *t, size_t of
                                      sdxs_dtype src_dtype, const void *src, sdxs_error *err)
 {
     cpu_backend *c = cpu(be);
+    float *plain;
+    sdxs_status st;
+
     SDXS_ASSERT(offset + t->nbytes <= c->weight_bytes);
     t->data = (char *)c->weights + offset;
-    to_f32(t->data, src_dtype, src, t->nbytes / 4);
-    return SDXS_OK;
+    if (t->role != SDXS_WEIGHT_CONV) {
+        to_f32(t->data, src_dtype, src, numel_of(t));
+        return SDXS_OK;
+    }
+    plain = sdxs_alloc(numel_of(t) * sizeof(float), err, "a convolution weight");
+    if (!plain)
+        return SDXS_ERR_RUNTIME;
+    to_f32(plain, src_dtype, src, numel_of(t));
+    st = cpu_conv_weight_fill(c->conv, t, plain, err);
+    free(plain);
+    return st;
 }
 
 static sdxs_status cpu_arena_reserve(sdxs_backend *be, size_t bytes, void **base,
@@ -179,46 +208,63 @@ static double cpu_elapsed_ms(const sdxs_backend *be, int from, int to)
 
 /* ---- data movement ---- */
 
+/* NCHW <-> NHWC for one batch of images; to_nhwc chooses the direction. */
+static void transpose_images(float *dst, const float *src, const int64_t *ne, bool to_nhwc)
+{
+    int64_t n = ne[0], c = ne[1], hw = ne[2] * ne[3];
+#pragma omp parallel for collapse(2)
+    for (int64_t b = 0; b < n; b++)
+        for (int64_t p = 0; p < hw; p++)
+            for (int64_t k = 0; k < c; k++) {
+                int64_t nchw = (b * c + k) * hw + p, nhwc = (b * hw + p) * c + k;
+                if (to_nhwc)
+                    dst[nhwc] = src[nchw];
+                else
+                    dst[nchw] = src[nhwc];
+            }
+}
+
 static int cpu_upload(sdxs_backend *be, sdxs_tensor *dst, const float *src)
 {
-    memcpy(dst->data, src, dst->nbytes);
+    if (dst->ndim == 4)
+        transpose_images(dst->data, src, dst->ne, true);
+    else
+        memcpy(dst->data, src, dst->nbytes);
     return 0;
 }
 
 static int cpu_download(sdxs_backend *be, const sdxs_tensor *src, float *dst)
 {
-    memcpy(dst, src->data, src->nbytes);
+    if (src->ndim == 4)
+        transpose_images(dst, src->data, src->ne, false);
+    else
+        memcpy(dst, src->data, src->nbytes);
     return 0;
 }
 
 static int cpu_from_rgb8(sdxs_backend *be, sdxs_tensor *y, const uint8_t *src, float scale,
                          float shift)
 {
-    int64_t n = y->ne[0], h = y->ne[2], w = y->ne[3];
-    float *out = fp(y); /* (N, 3, H, W) */
-#pragma omp parallel for collapse(2)
-    for (int64_t b = 0; b < n; b++)
-        for (int64_t c = 0; c < 3; c++)
-            for (int64_t i = 0; i < h * w; i++)
-                out[(b * 3 + c) * h * w + i] =
-                    (float)src[(b * h * w + i) * 3 + c] / 255.0f * scale + shift;
+    int64_t count = y->ne[0] * y->ne[2] * y->ne[3] * 3;
+    float *out = fp(y); /* (N, H, W, 3), the same order as the pixels */
+#pragma omp parallel for
+    for (int64_t i = 0; i < count; i++)
+        out[i] = (float)src[i] / 255.0f * scale + shift;
     return 0;
 }
 
 static int cpu_to_rgb8(sdxs_backend *be, const sdxs_tensor *x, float scale, float shift,
                        uint8_t *dst)
 {
-    int64_t n = x->ne[0], h = x->ne[2], w = x->ne[3];
-    const float *in = fp(x); /* (N, 3, H, W) */
-#pragma omp parallel for collapse(2)
-    for (int64_t b = 0; b < n; b++)
-        for (int64_t c = 0; c < 3; c++)
-            for (int64_t i = 0; i < h * w; i++) {
-                float v = in[(b * 3 + c) * h * w + i] * scale + shift;
-                v = v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);
-                /* The default rounding mode rounds half to even, as numpy's round does. */
-                dst[(b * h * w + i) * 3 + c] = (uint8_t)nearbyintf(v * 255.0f);
-            }
+    int64_t count = x->ne[0] * x->ne[2] * x->ne[3] * 3;
+    const float *in = fp(x); /* (N, H, W, 3) */
+#pragma omp parallel for
+    for (int64_t i = 0; i < count; i++) {
+        float v = in[i] * scale + shift;
+        v = v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);
+        /* The default rounding mode rounds half to even, as numpy's round does. */
+        dst[i] = (uint8_t)nearbyintf(v * 255.0f);
+    }
     return 0;
 }
 
@@ -235,91 +281,11 @@ static int gemm(bool trans_b, int64_t m, int64_t n, int64_t k, const float *a, i
 
 /* ---- convolution ---- */
 
-/* Bias, per-(n, c) bias, residual and activation over one image's (Cout, P) output. */
-static void conv_epilogue(float *y, int64_t cout, int64_t p, const float *bias,
-                          const float *chan_bias, const float *res, sdxs_act act)
-{
-#pragma omp parallel for
-    for (int64_t co = 0; co < cout; co++) {
-        float *row = y + co * p;
-        const float *rrow = res ? res + co * p : NULL;
-        float b = bias ? bias[co] : 0.0f;
-        float cb = chan_bias ? chan_bias[co] : 0.0f;
-        for (int64_t i = 0; i < p; i++) {
-            float v = row[i];
-            if (bias)
-                v += b;
-            if (chan_bias)
-                v += cb;
-            if (rrow)
-                v += rrow[i];
-            row[i] = act_apply(v, act);
-        }
-    }
-}
-
-/* Columns for output rows [oy0, oy1) of one image: col (Cin*K*K, (oy1 - oy0) * Wo). */
-static void im2col(float *col, const float *x, int64_t cin, int64_t h, int64_t w, int k,
-                   int stride, int pad, int64_t oy0, int64_t oy1, int64_t wo)
-{
-    int64_t rows = cin * k * k, cols = (oy1 - oy0) * wo;
-#pragma omp parallel for
-    for (int64_t r = 0; r < rows; r++) {
-        int64_t ci = r / (k * k), ky = (r / k) % k, kx = r % k;
-        float *dst = col + r * cols;
-        const float *src = x + ci * h * w;
-        for (int64_t oy = oy0; oy < oy1; oy++) {
-            int64_t iy = oy * stride - pad + ky;
-            float *d = dst + (oy - oy0) * wo;
-            if (iy < 0 || iy >= h) {
-                memset(d, 0, (size_t)wo * sizeof(float));
-                continue;
-            }
-            for (int64_t ox = 0; ox < wo; ox++) {
-                int64_t ix = ox * stride - pad + kx;
-                d[ox] = (ix >= 0 && ix < w) ? src[iy * w + ix] : 0.0f;
-            }
-        }
-    }
-}
-
 static int cpu_conv2d(sdxs_backend *be, sdxs_tensor *y, const sdxs_tensor *x,
                       const sdxs_conv2d *conv, const sdxs_tensor *chan_bias,
                       const sdxs_tensor *residual, sdxs_act act)
 {
-    cpu_backend *c = cpu(be);
-    int64_t n = x->ne[0], cin = x->ne[1], h = x->ne[2], w = x->ne[3];
-    int64_t cout = y->ne[1], ho = y->ne[2], wo = y->ne[3];
-    int k = conv->kernel;
-    int64_t kk = cin * k * k; /* the product's inner dimension */
-    const float *wt = fp(conv->weight); /* (Cout, Cin*K*K) */
-    bool direct = k == 1 && conv->stride == 1 && conv->pad == 0;
-    int64_t band = (int64_t)(CPU_SCRATCH_BYTES / sizeof(float)) / (kk * wo);
-    int rc = 0;
-
-    if (band < 1)
-        band = 1;
-    for (int64_t b = 0; b < n && !rc; b++) {
-        const float *xb = fp(x) + b * cin * h * w; /* (Cin, H, W) */
-        float *yb = fp(y) + b * cout * ho * wo;    /* (Cout, Ho, Wo) */
-
-        /* A 1x1 stride-1 convolution is one product over the input as it is. */
-        if (direct) {
-            rc = gemm(false, cout, ho * wo, kk, wt, kk, xb, ho * wo, 0.0f, yb, ho * wo);
-        } else {
-            for (int64_t oy0 = 0; oy0 < ho && !rc; oy0 += band) {
-                int64_t oy1 = oy0 + band < ho ? oy0 + band : ho;
-                float *col = c->scratch[0];
-                im2col(col, xb, cin, h, w, k, conv->stride, conv->pad, oy0, oy1, wo);
-                rc = gemm(false, cout, (oy1 - oy0) * wo, kk, wt, kk, col, (oy1 - oy0) * wo, 0.0f,
-                          yb + oy0 * wo, ho * wo);
-            }
-        }
-        conv_epilogue(yb, cout, ho * wo, conv->bias ? fp(conv->bias) : NULL,
-                      chan_bias ? fp(chan_bias) + b * cout : NULL,
-                      residual ? fp(residual) + b * cout * ho * wo : NULL, act);
-    }
-    return rc;
+    return cpu_conv_run(cpu(be)->conv, y, x, conv, chan_bias, residual, act);
 }
 
 /* ---- linear ---- */
@@ -360,35 +326,50 @@ static int cpu_linear(sdxs_backend *be, sdxs_tensor *y, const sdxs_tensor *x,
 static int cpu_group_norm(sdxs_backend *be, sdxs_tensor *y, const sdxs_tensor *x,
                           const sdxs_norm *norm, sdxs_act act)
 {
+    enum { MAX_GROUPS = 1024, MAX_CHANNELS = 8192 };
     int64_t n = x->ne[0], ch = x->ne[1], hw = x->ne[2] * x->ne[3];
     int64_t groups = norm->groups, cpg = ch / groups;
     const float *gamma = fp(norm->gamma), *beta = fp(norm->beta);
 
-#pragma omp parallel for collapse(2)
-    for (int64_t b = 0; b < n; b++)
-        for (int64_t g = 0; g < groups; g++) {
-            const float *in = fp(x) + (b * ch + g * cpg) * hw; /* (cpg, HW) */
-            float *out = fp(y) + (b * ch + g * cpg) * hw;
-            int64_t count = cpg * hw;
-            double sum = 0.0, sq = 0.0, mean, var;
-            float scale;
-            for (int64_t i = 0; i < count; i++)
-                sum += in[i];
-            mean = sum / (double)count;
-            for (int64_t i = 0; i < count; i++) {
-                double d = in[i] - mean;
-                sq += d * d;
-            }
-            var = sq / (double)count;
-            scale = (float)(1.0 / sqrt(var + (double)norm->eps));
-            for (int64_t c = 0; c < cpg; c++) {
-                float gm = gamma[g * cpg + c], bt = beta[g * cpg + c];
-                for (int64_t i = 0; i < hw; i++) {
-                    float v = ((float)(in[c * hw + i] - mean)) * scale * gm + bt;
-                    out[c * hw + i] = act_apply(v, act);
+    SDXS_ASSERT(groups <= MAX_GROUPS && ch <= MAX_CHANNELS);
+    for (int64_t b = 0; b < n; b++) {
+        const float *in = fp(x) + b * hw * ch; /* (HW, C) */
+        float *out = fp(y) + b * hw * ch;
+        double sum[MAX_GROUPS] = {0}, sq[MAX_GROUPS] = {0};
+        float sc[MAX_CHANNELS], sh[MAX_CHANNELS];
+
+        /* Sums and squares per group, in double, over pixels split among threads. */
+#pragma omp parallel
+        {
+            double ls[MAX_GROUPS] = {0}, lq[MAX_GROUPS] = {0};
+#pragma omp for nowait
+            for (int64_t p = 0; p < hw; p++)
+                for (int64_t c = 0; c < ch; c++) {
+                    double v = in[p * ch + c];
+                    ls[c / cpg] += v;
+                    lq[c / cpg] += v * v;
                 }
+#pragma omp critical
+            for (int64_t g = 0; g < groups; g++) {
+                sum[g] += ls[g];
+                sq[g] += lq[g];
             }
         }
+
+        /* Per channel: y = x * scale + shift with scale = rstd * gamma. */
+        for (int64_t c = 0; c < ch; c++) {
+            int64_t g = c / cpg;
+            double count = (double)(cpg * hw), mean = sum[g] / count;
+            double var = sq[g] / count - mean * mean;
+            double rstd = 1.0 / sqrt((var > 0.0 ? var : 0.0) + (double)norm->eps);
+            sc[c] = (float)(rstd * gamma[c]);
+            sh[c] = (float)(beta[c] - mean * rstd * gamma[c]);
+        }
+#pragma omp parallel for
+        for (int64_t p = 0; p < hw; p++)
+            for (int64_t c = 0; c < ch; c++)
+                out[p * ch + c] = act_apply(in[p * ch + c] * sc[c] + sh[c], act);
+    }
     return 0;
 }
 
@@ -528,53 +509,48 @@ static int cpu_tanh_clamp(sdxs_backend *be, sdxs_tensor *y, const sdxs_tensor *x
 
 static int cpu_upsample2x(sdxs_backend *be, sdxs_tensor *y, const sdxs_tensor *x)
 {
-    int64_t planes = x->ne[0] * x->ne[1], h = x->ne[2], w = x->ne[3];
-#pragma omp parallel for
-    for (int64_t p = 0; p < planes; p++) {
-        const float *in = fp(x) + p * h * w;
-        float *out = fp(y) + p * 4 * h * w;
-        for (int64_t i = 0; i < 2 * h; i++)
+    int64_t n = x->ne[0], c = x->ne[1], h = x->ne[2], w = x->ne[3];
+#pragma omp parallel for collapse(2)
+    for (int64_t b = 0; b < n; b++)
+        for (int64_t i = 0; i < 2 * h; i++) {
+            const float *in = fp(x) + (b * h + i / 2) * w * c; /* one input row (W, C) */
+            float *out = fp(y) + (b * 2 * h + i) * 2 * w * c;
             for (int64_t j = 0; j < 2 * w; j++)
-                out[i * 2 * w + j] = in[(i / 2) * w + j / 2];
-    }
+                memcpy(out + j * c, in + (j / 2) * c, (size_t)c * sizeof(float));
+        }
     return 0;
 }
 
 static int cpu_concat_channels(sdxs_backend *be, sdxs_tensor *y, const sdxs_tensor *a,
                                const sdxs_tensor *b)
 {
-    int64_t n = a->ne[0], hw = a->ne[2] * a->ne[3], ca = a->ne[1], cb = b->ne[1];
-    for (int64_t i = 0; i < n; i++) {
-        memcpy(fp(y) + i * (ca + cb) * hw, fp(a) + i * ca * hw, (size_t)(ca * hw) * 4);
-        memcpy(fp(y) + (i * (ca + cb) + ca) * hw, fp(b) + i * cb * hw, (size_t)(cb * hw) * 4);
+    int64_t pixels = a->ne[0] * a->ne[2] * a->ne[3], ca = a->ne[1], cb = b->ne[1];
+#pragma omp parallel for
+    for (int64_t p = 0; p < pixels; p++) {
+        memcpy(fp(y) + p * (ca + cb), fp(a) + p * ca, (size_t)ca * sizeof(float));
+        memcpy(fp(y) + p * (ca + cb) + ca, fp(b) + p * cb, (size_t)cb * sizeof(float));
     }
     return 0;
 }
 
+/* In NHWC an image and its tokens are the same memory. */
 static int cpu_image_to_tokens(sdxs_backend *be, sdxs_tensor *y, const sdxs_tensor *x)
 {
-    int64_t n = x->ne[0], ch = x->ne[1], hw = x->ne[2] * x->ne[3];
-#pragma omp parallel for collapse(2)
-    for (int64_t b = 0; b < n; b++)
-        for (int64_t p = 0; p < hw; p++)
-            for (int64_t c = 0; c < ch; c++)
-                fp(y)[(b * hw + p) * ch + c] = fp(x)[(b * ch + c) * hw + p];
+    memcpy(y->data, x->data, y->nbytes);
     return 0;
 }
 
 static int cpu_tokens_to_image(sdxs_backend *be, sdxs_tensor *y, const sdxs_tensor *x,
                                const sdxs_tensor *residual)
 {
-    int64_t n = y->ne[0], ch = y->ne[1], hw = y->ne[2] * y->ne[3];
-    const float *res = residual ? fp(residual) : NULL;
-#pragma omp parallel for collapse(2)
-    for (int64_t b = 0; b < n; b++)
-        for (int64_t c = 0; c < ch; c++)
-            for (int64_t p = 0; p < hw; p++) {
-                int64_t o = (b * ch + c) * hw + p;
-                float v = fp(x)[(b * hw + p) * ch + c];
-                fp(y)[o] = res ? v + res[o] : v;
-            }
+    int64_t count = sdxs_tensor_numel(y);
+    if (!residual) {
+        memcpy(y->data, x->data, y->nbytes);
+        return 0;
+    }
+#pragma omp parallel for
+    for (int64_t i = 0; i < count; i++)
+        fp(y)[i] = fp(x)[i] + fp(residual)[i];
     return 0;
 }
 
@@ -611,6 +587,7 @@ static void cpu_destroy(sdxs_backend *be)
     for (int i = 0; i < c->threads; i++)
         free(c->scratch[i]);
     free(c->scratch);
+    cpu_conv_cache_free(c->conv);
     free(c->weights);
     free(c->arena);
     free(c);
@@ -678,6 +655,8 @@ sdxs_status sdxs_backend_cpu_create(int threads, sdxs_precision precision, sdxs_
             goto oom;
         }
     }
+    if (cpu_conv_cache_create(&c->conv, err) != SDXS_OK)
+        goto oom;
     be->ops = &cpu_ops;
     be->impl = c;
     *out = be;
