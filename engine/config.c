@@ -344,14 +344,17 @@ sdxs_tensor *sdxs_loader_tensor(sdxs_loader *ld, const char *name, sdxs_weight_r
                                 int ndim, const int64_t *shape, sdxs_error *err)
 {
     const sdxs_st_tensor *t = find_checked(ld, name, ndim, shape, err);
+    sdxs_tensor *w;
     uint64_t numel = 1;
     if (!t)
         return NULL;
     for (int i = 0; i < ndim; i++)
         numel *= (uint64_t)shape[i];
     ld->params += numel;
-    return sdxs_weight_store_add(ld->ws, role, ndim, shape, t->dtype,
-                                 sdxs_safetensors_data(ld->st, t), err);
+    w = sdxs_weight_store_add(ld->ws, role, ndim, shape, t->dtype,
+                              sdxs_safetensors_data(ld->st, t), err);
+    sdxs_safetensors_drop(ld->st, t);
+    return w;
 }
 
 /* The status a failed weight call left in err (missing tensor: bad model; allocation: runtime). */

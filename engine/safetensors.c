@@ -4,11 +4,13 @@
  * tensor name to {"dtype", "shape", "data_offsets"}, plus an optional "__metadata__" object of
  * strings), then the data section that the offsets index.
  */
+#define _DEFAULT_SOURCE /* madvise */
 #define _POSIX_C_SOURCE 200809L
 #include "engine/safetensors.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -318,4 +320,21 @@ const sdxs_st_tensor *sdxs_safetensors_find(const sdxs_safetensors *st, const ch
 const void *sdxs_safetensors_data(const sdxs_safetensors *st, const sdxs_st_tensor *t)
 {
     return st->data + t->offset;
+}
+
+void sdxs_safetensors_drop(const sdxs_safetensors *st, const sdxs_st_tensor *t)
+{
+    /* The mapping is private and read-only, so dropped pages are read back from the file if they
+     * are touched again (a neighbour's first or last page): nothing is lost, only memory freed. */
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = (uintptr_t)(st->data + t->offset), hi = lo + t->nbytes;
+    uintptr_t map_lo = (uintptr_t)st->map, map_hi = map_lo + st->map_len;
+
+    if (!st->map || t->nbytes == 0 || lo < map_lo || hi > map_hi)
+        return;
+    lo &= ~(page - 1);
+    hi = (hi + page - 1) & ~(page - 1);
+    if (hi > map_hi)
+        hi = map_hi;
+    (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
 }

@@ -38,6 +38,10 @@ void sdxs_safetensors_close(sdxs_safetensors *st);
 /* NULL when the file has no tensor of that name. */
 const sdxs_st_tensor *sdxs_safetensors_find(const sdxs_safetensors *st, const char *name);
 const void *sdxs_safetensors_data(const sdxs_safetensors *st, const sdxs_st_tensor *t);
+/* Gives the pages of t's data back to the system once a backend has converted it, so that the
+ * file mapping and the converted weights are not both resident (peak memory). Harmless on a
+ * tensor not yet read, or read again later (the pages come back from the file). */
+void sdxs_safetensors_drop(const sdxs_safetensors *st, const sdxs_st_tensor *t);
 /* Formats a shape as "(320, 4, 3, 3)" for error messages. */
 void sdxs_shape_format(char *out, size_t cap, int ndim, const int64_t *shape);
 
