@@ -232,6 +232,50 @@ static sdxs_tensor *run_rgb(sdxs_exec *e, tcase *c, sdxs_tensor **w, sdxs_tensor
     return NULL;
 }
 
+/* A small U-Net-like chain: convolution, group norm + SiLU, a transformer block on the tokens
+ * (layer norm, fused q|k|v, attention, output projection, GEGLU feed-forward, residuals), back to
+ * an image with a residual, upsampling and the soft clamp. Intermediates are released as model
+ * code does, so later outputs reuse their arena blocks inside one recorded graph. Weights: conv
+ * (16, 8, 3, 3), its bias, norm gamma and beta (16), q|k|v (48, 16), output (16, 16),
+ * feed-forward in (64, 16) and out (16, 32). */
+static sdxs_tensor *run_chain(sdxs_exec *e, tcase *c, sdxs_tensor **w, sdxs_tensor **in)
+{
+    sdxs_conv2d conv = {w[0], w[1], 8, 16, 3, 1, 1};
+    sdxs_norm gn = {w[2], w[3], 16, 4, 1e-5f}, ln = {w[2], w[3], 16, 0, 1e-5f};
+    sdxs_linear qkv = {w[4], NULL, 16, 48}, out = {w[5], NULL, 16, 16};
+    sdxs_linear ff_in = {w[6], NULL, 16, 64}, ff_out = {w[7], NULL, 32, 16};
+    sdxs_tensor *x = up(e, c, 0), *h, *g, *t, *n, *p, *a, *t2, *f, *gg, *t3, *img, *u, *y;
+
+    h = sdxs_op_conv2d(e, x, &conv, NULL, NULL, SDXS_ACT_NONE);
+    sdxs_release(e, x);
+    g = sdxs_op_group_norm(e, h, &gn, SDXS_ACT_SILU);
+    t = sdxs_op_image_to_tokens(e, g);
+    sdxs_release(e, g);
+    n = sdxs_op_layer_norm(e, t, &ln);
+    p = sdxs_op_linear(e, n, &qkv, NULL, SDXS_ACT_NONE);
+    sdxs_release(e, n);
+    a = sdxs_op_attention(e, (sdxs_cols){p, 0, 16}, (sdxs_cols){p, 16, 16},
+                          (sdxs_cols){p, 32, 16}, 2, false);
+    sdxs_release(e, p);
+    t2 = sdxs_op_linear(e, a, &out, t, SDXS_ACT_NONE);
+    sdxs_release(e, a);
+    sdxs_release(e, t);
+    f = sdxs_op_linear(e, t2, &ff_in, NULL, SDXS_ACT_NONE);
+    gg = sdxs_op_geglu(e, f);
+    sdxs_release(e, f);
+    t3 = sdxs_op_linear(e, gg, &ff_out, t2, SDXS_ACT_NONE);
+    sdxs_release(e, gg);
+    sdxs_release(e, t2);
+    img = sdxs_op_tokens_to_image(e, t3, 6, 6, h);
+    sdxs_release(e, t3);
+    sdxs_release(e, h);
+    u = sdxs_op_upsample2x(e, img);
+    sdxs_release(e, img);
+    y = sdxs_op_tanh_clamp(e, u, 3.0f);
+    sdxs_release(e, u);
+    return y;
+}
+
 /* ---- the table of cases: small shapes that reach every kernel and both paths of each ---- */
 
 #define S2(a, b) {2, {a, b, 1, 1}}
@@ -347,6 +391,13 @@ static tcase cases[] = {
     {.name = "upload/download 4-D", .run = run_upsample, .nin = 1, .inshape = {S4(1, 40, 3, 2)}},
     {.name = "from rgb8", .run = run_rgb, .nin = 0, .inshape = {S4(2, 3, 5, 7)}, .rgb_in = true},
     {.name = "to rgb8", .run = run_rgb, .nin = 1, .inshape = {S4(2, 3, 6, 5)}, .rgb_out = true},
+
+    /* Thirteen operations in a row, under the same tolerance as one. */
+    {.name = "chain: conv, norms, transformer block, upsample", .run = run_chain, .conv = true,
+     .nw = 8, .wrole = {W_CONV, W_VEC, W_VEC, W_VEC, W_LIN, W_LIN, W_LIN, W_LIN},
+     .wshape = {S4(16, 8, 3, 3), {1, {16}}, {1, {16}}, {1, {16}}, S2(48, 16), S2(16, 16),
+                S2(64, 16), S2(16, 32)},
+     .nin = 1, .inshape = {S4(2, 8, 6, 6)}},
 };
 
 /* ---- running one case on one backend ---- */
