@@ -575,6 +575,62 @@ done:
     free(c->rgb_src);
 }
 
+/* ---- recordings across growth: a new, larger shape grows the arena and the staging area,
+ * which moves them and must drop every recorded graph; an older shape then runs eagerly again,
+ * is recorded again and replays with its new inputs ---- */
+
+typedef struct growth_run {
+    int64_t n;
+    float *in, *out;
+} growth_run;
+
+static sdxs_status run_growth(sdxs_exec *e, void *user)
+{
+    growth_run *g = user;
+    int64_t shape[2] = {2, g->n / 2};
+    sdxs_tensor *x = sdxs_op_upload(e, 2, shape, g->in);
+    sdxs_tensor *y = sdxs_op_axpby(e, 2.0f, x, 0.0f, NULL, SDXS_ACT_NONE);
+    sdxs_op_download(e, y, g->out);
+    return SDXS_OK;
+}
+
+static void test_replay_after_growth(sdxs_backend *gpu_be, const char *label)
+{
+    /* (elements, runs): 3 runs go eager, captured, replayed; 1.5 M elements need more than the
+     * 4 MiB of staging the backend starts with. */
+    static const int64_t plan[][2] = {{64, 3}, {1536 * 1024, 2}, {64, 3}, {256, 1}, {64, 1}};
+    sdxs_dtype dt = gpu_be->ops->act_dtype(gpu_be);
+    sdxs_exec *ex = NULL;
+    sdxs_error err;
+    int run = 0;
+
+    if (sdxs_exec_create(gpu_be, &ex, &err) != SDXS_OK) {
+        CHECK(0, "exec: %s", err.message);
+        return;
+    }
+    for (size_t p = 0; p < SDXS_ARRAY_LEN(plan); p++)
+        for (int r = 0; r < plan[p][1]; r++, run++) {
+            growth_run g = {plan[p][0], malloc((size_t)plan[p][0] * 4),
+                            malloc((size_t)plan[p][0] * 4)};
+            int64_t wrong = 0;
+            rng_state = (uint64_t)run * 1000003 + 5;
+            for (int64_t i = 0; i < g.n; i++) {
+                g.in[i] = round_dtype(rnd(), dt); /* 2x is exact in every storage type */
+                g.out[i] = NAN;
+            }
+            if (sdxs_exec_run(ex, (uint64_t)g.n, run_growth, &g, &err) != SDXS_OK)
+                CHECK(0, "growth [%s] run %d (%lld elements): %s", label, run,
+                      (long long)g.n, err.message);
+            for (int64_t i = 0; i < g.n; i++)
+                wrong += !(g.out[i] == 2.0f * g.in[i]);
+            CHECK(wrong == 0, "growth [%s] run %d (%lld elements): %lld wrong values", label,
+                  run, (long long)g.n, (long long)wrong);
+            free(g.in);
+            free(g.out);
+        }
+    sdxs_exec_free(ex);
+}
+
 /* ---- coverage: every launch site in kernels/cuda/ must have run in the emulation ---- */
 
 /* Appends to `out` the kernel expression of each CU_LAUNCH in src, as the launch macro
@@ -768,6 +824,8 @@ int main(int argc, char **argv)
                 run_case(&cases[i], cpu_be, gpu_be, gpu_be->ops->act_dtype(gpu_be), label,
                          (uint64_t)i + 1);
             }
+            if (!implicit && selected(only, "growth", label))
+                test_replay_after_growth(gpu_be, label);
             sdxs_backend_free(gpu_be);
         }
     }
