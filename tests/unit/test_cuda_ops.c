@@ -80,6 +80,28 @@ static float round_dtype(float x, sdxs_dtype dt)
     }
 }
 
+/* The storage bits of a value already on the fp16 grid (|v| < 65504), or on the bf16 grid. */
+static uint16_t f16_bits(float v)
+{
+    uint16_t sign = signbit(v) ? 0x8000u : 0u;
+    float a = fabsf(v), m;
+    int e;
+    if (a == 0.0f)
+        return sign;
+    m = frexpf(a, &e); /* a = m 2^e, m in [0.5, 1) */
+    if (e - 1 < -14)   /* subnormal: a counted in units of 2^-24 */
+        return (uint16_t)(sign | (uint16_t)lrintf(ldexpf(a, 24)));
+    return (uint16_t)(sign | (uint16_t)((e - 1 + 15) << 10) |
+                      (uint16_t)lrintf((2.0f * m - 1.0f) * 1024.0f));
+}
+
+static uint16_t bf16_bits(float v)
+{
+    uint32_t u;
+    memcpy(&u, &v, 4);
+    return (uint16_t)(u >> 16);
+}
+
 static double tolerance(sdxs_dtype dt)
 {
     return dt == SDXS_DTYPE_F16 ? TOL_F16 : dt == SDXS_DTYPE_BF16 ? TOL_BF16 : TOL_F32;
@@ -113,8 +135,12 @@ struct tcase {
     int32_t ids[MAX_IDS];                     /* embed ids, gather indices */
     int64_t nids;
     bool rgb_in, rgb_out;
+    /* Weights reach the backends as F32 (0), or as F16 / BF16 storage bits, as checkpoints ship
+     * them: each backend converts them itself. F16 matrices are made of subnormal values. */
+    sdxs_dtype wsrc;
     /* per side, filled by the harness */
     float *wdata[MAX_W];
+    uint16_t *wbits[MAX_W];
     float *indata[MAX_IN];
     uint8_t *rgb_src, *rgb_dst;
     int64_t rgb_count;
@@ -299,6 +325,9 @@ static tcase cases[] = {
     {.name = "conv 1x1 16->8 no bias relu", .run = run_conv, .conv = true, .nw = 1,
      .wrole = {W_CONV}, .wshape = {S4(8, 16, 1, 1)}, .nin = 1, .inshape = {S4(2, 16, 5, 5)},
      .act = SDXS_ACT_RELU, .kernel = 1, .stride = 1, .pad = 0},
+    {.name = "conv 3x3 8->8, F16 subnormal weights", .run = run_conv, .conv = true, .nw = 1,
+     .wrole = {W_CONV}, .wshape = {S4(8, 8, 3, 3)}, .nin = 1, .inshape = {S4(1, 8, 4, 5)},
+     .kernel = 3, .stride = 1, .pad = 1, .wsrc = SDXS_DTYPE_F16},
     {.name = "conv 3x3 4->12 +chan_bias +residual", .run = run_conv, .conv = true, .nw = 1,
      .wrole = {W_CONV}, .wshape = {S4(12, 4, 3, 3)}, .nin = 3,
      .inshape = {S4(1, 4, 6, 6), S2(1, 12), S4(1, 12, 6, 6)}, .kernel = 3, .stride = 1,
@@ -314,6 +343,12 @@ static tcase cases[] = {
      .act = SDXS_ACT_QUICK_GELU, .with_bias = true},
     {.name = "linear 32->24 plain", .run = run_linear, .nw = 1, .wrole = {W_LIN},
      .wshape = {S2(24, 32)}, .nin = 1, .inshape = {S3(1, 7, 32)}},
+    {.name = "linear 32->16, F16 subnormal weights", .run = run_linear, .nw = 1,
+     .wrole = {W_LIN}, .wshape = {S2(16, 32)}, .nin = 1, .inshape = {S2(5, 32)},
+     .wsrc = SDXS_DTYPE_F16},
+    {.name = "linear 16->8 +bias, BF16 weights", .run = run_linear, .nw = 2,
+     .wrole = {W_LIN, W_VEC}, .wshape = {S2(8, 16), {1, {8}}}, .nin = 1, .inshape = {S2(3, 16)},
+     .with_bias = true, .wsrc = SDXS_DTYPE_BF16},
 
     /* Norms: group norm with vector and scalar channel loads, a mean far from zero, several
      * pixel chunks; layer norm rows in registers and longer ones. */
@@ -444,8 +479,10 @@ static int make_weights(side *s, tcase *c)
         return -1;
     for (int pass = 0; pass < 2; pass++) {
         for (int i = 0; i < c->nw; i++) {
+            const void *src = c->wbits[i] ? (const void *)c->wbits[i] : (const void *)c->wdata[i];
             s->w[i] = sdxs_weight_store_add(s->ws, c->wrole[i], c->wshape[i].ndim, c->wshape[i].d,
-                                            SDXS_DTYPE_F32, pass ? c->wdata[i] : NULL, &err);
+                                            c->wbits[i] ? c->wsrc : SDXS_DTYPE_F32,
+                                            pass ? src : NULL, &err);
             if (!s->w[i]) {
                 fprintf(stderr, "%s: weight %d: %s\n", c->name, i, err.message);
                 return -1;
@@ -505,8 +542,20 @@ static void run_case(tcase *c, sdxs_backend *cpu_be, sdxs_backend *gpu_be, sdxs_
                           ? 1.0f / sqrtf((float)(n / c->wshape[i].d[0]))
                           : 1.0f;
         c->wdata[i] = malloc((size_t)n * sizeof(float));
+        c->wbits[i] = c->wsrc != SDXS_DTYPE_F32 ? malloc((size_t)n * 2) : NULL;
         for (int64_t j = 0; j < n; j++) {
             float v = scale * rnd() + (c->wrole[i] == SDXS_WEIGHT_VECTOR && i == 0 ? 1.0f : 0.0f);
+            if (c->wsrc == SDXS_DTYPE_F16) {
+                /* Matrices scaled into fp16's subnormal range (below 2^-14), so that a wrong
+                 * conversion of subnormals shows in the result at full weight. */
+                if (c->wrole[i] != SDXS_WEIGHT_VECTOR)
+                    v = ldexpf(v, -12);
+                v = round_dtype(v, SDXS_DTYPE_F16);
+                c->wbits[i][j] = f16_bits(v);
+            } else if (c->wsrc == SDXS_DTYPE_BF16) {
+                v = round_dtype(v, SDXS_DTYPE_BF16);
+                c->wbits[i][j] = bf16_bits(v);
+            }
             c->wdata[i][j] = c->wrole[i] == SDXS_WEIGHT_VECTOR ? v : round_dtype(v, dt);
         }
     }
@@ -568,8 +617,11 @@ done:
         sdxs_weight_store_free(s[k].ws);
         free(s[k].out);
     }
-    for (int i = 0; i < c->nw; i++)
+    for (int i = 0; i < c->nw; i++) {
         free(c->wdata[i]);
+        free(c->wbits[i]);
+        c->wbits[i] = NULL;
+    }
     for (int i = 0; i < c->nin; i++)
         free(c->indata[i]);
     free(c->rgb_src);
