@@ -238,6 +238,10 @@ bool release_warp(worker *w, int n, int warp)
     return true;
 }
 
+/* The order in which runnable fibers are resumed: a missing barrier between a write and a read
+ * by another thread shows in one order or the other. */
+std::atomic<bool> g_reverse{false};
+
 void run_block(worker *w, unsigned linear_block)
 {
     int n = (int)(w->bdim.x * w->bdim.y * w->bdim.z);
@@ -250,9 +254,12 @@ void run_block(worker *w, unsigned linear_block)
     for (;;) {
         int done = 0, at_block = 0;
         bool released = false;
-        for (int i = 0; i < n; i++)
-            if (w->fibers[(size_t)i]->state == F_RUN)
-                resume(w, w->fibers[(size_t)i].get());
+        bool reverse = g_reverse.load();
+        for (int k = 0; k < n; k++) {
+            fiber *f = w->fibers[(size_t)(reverse ? n - 1 - k : k)].get();
+            if (f->state == F_RUN)
+                resume(w, f);
+        }
         for (int i = 0; i < n; i++) {
             done += w->fibers[(size_t)i]->state == F_DONE;
             at_block += w->fibers[(size_t)i]->state == F_BLOCK;
@@ -1406,6 +1413,8 @@ cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t h, const void *alpha,
 }
 
 } /* namespace sdxs_emu */
+
+extern "C" void sdxs_cuda_emu_reverse_order(bool reverse) { sdxs_emu::g_reverse = reverse; }
 
 extern "C" const char *sdxs_cuda_emu_kernels_ran(void)
 {

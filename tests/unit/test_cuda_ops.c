@@ -863,6 +863,10 @@ int main(int argc, char **argv)
             sdxs_backend *gpu_be = NULL;
             char label[32];
             snprintf(label, sizeof(label), "%s%s", names[p], implicit ? " own-conv" : "");
+            /* bf16 runs every block's threads in reverse order: the 2-byte kernels are the same
+             * templates as fp16's, so each kernel meets both orders. */
+            if (!device)
+                sdxs_cuda_emu_reverse_order(p == 1);
             if (make_gpu(device, precisions[p], implicit, &gpu_be, &err) != SDXS_OK) {
                 CHECK(0, "CUDA backend (%s): %s", label, err.message);
                 continue;
