@@ -7,9 +7,10 @@
 # at batch 1, 4, 16 and 64 on a full-size model, with diffusers fp16 beside it when the Python
 # environment has a CUDA build of PyTorch.
 #
-# This script was written on machines without a GPU and has not been run yet; CI covers the CUDA
-# code only through its CPU emulation (see README). Any failing step stops it with a message and
-# a non-zero exit status. Usage: tests/gpu/run.sh (from any directory).
+# The steps that need no Python come first (build, op parity, racecheck and synccheck); the rest
+# needs the .venv that scripts/setup makes. This script was written on machines without a GPU and
+# has not been run yet; CI covers the CUDA code only through its CPU emulation (see README). Any
+# failing step stops it with a message and a non-zero exit status. Usage: tests/gpu/run.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 trap 'echo "tests/gpu/run.sh: FAILED (line $LINENO: $BASH_COMMAND)" >&2' ERR
@@ -31,8 +32,6 @@ if [ -z "$sanitizer" ] && [ -x "$cuda_bin/compute-sanitizer" ]; then
   sanitizer="$cuda_bin/compute-sanitizer"
 fi
 [ -n "$sanitizer" ] || die "compute-sanitizer not found (it ships with the CUDA toolkit)"
-[ -x .venv/bin/python ] || scripts/setup
-py=.venv/bin/python
 
 # ---- build for this card only ----
 step "build for sm_$cc"
@@ -40,9 +39,19 @@ PATH="$cuda_bin:$PATH" cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DSDXS
   -DSDXS_WERROR=ON -DSDXS_CUDA_ARCHS="${cc}-real" >/dev/null
 cmake --build build-gpu -j"$(nproc)"
 
-# ---- the operations, each against the CPU reference ----
+# ---- the operations, each against the CPU reference; shared-memory races and barrier misuse
+# in the hand-written kernels (these steps need no Python) ----
 step "op parity on the device (build-gpu/test_cuda_ops --device)"
 build-gpu/test_cuda_ops --device -v
+for tool in racecheck synccheck; do
+  step "compute-sanitizer $tool: attention, group norm and the own convolutions"
+  "$sanitizer" --tool "$tool" --error-exitcode 9 build-gpu/test_cuda_ops --device \
+    --only "attention,group norm,own-conv"
+done
+
+# ---- the reference stack (diffusers) for what follows ----
+[ -x .venv/bin/python ] || scripts/setup
+py=.venv/bin/python
 
 # ---- models: tiny ones for the parity tests and the sanitizer, a full-size one to benchmark ----
 step "test models"
@@ -63,16 +72,11 @@ fi
 step "end-to-end parity of the CUDA backend"
 SDXS_GPU=1 SDXS_BUILD="$PWD/build-gpu" "$py" -m pytest -q -ra -x tests/gpu
 
-# ---- compute-sanitizer: memory errors over a pipeline run (eager, captured and replayed
-# passes), shared-memory races and barrier misuse in the hand-written kernels ----
+# ---- compute-sanitizer: memory errors over a pipeline run (eager, captured, replayed) ----
 step "compute-sanitizer memcheck: sdxs bench, tiny model, batch 2, 3 runs"
 "$sanitizer" --tool memcheck --error-exitcode 9 build-gpu/sdxs bench --model "$tiny" \
   --backend cuda --batch 2 --warmup 2 --runs 1 --json
-for tool in racecheck synccheck; do
-  step "compute-sanitizer $tool: attention, group norm and the own convolutions"
-  "$sanitizer" --tool "$tool" --error-exitcode 9 build-gpu/test_cuda_ops --device \
-    --only "attention,group norm,own-conv"
-done
+
 
 # ---- the benchmark table ----
 step "benchmark: $full, 512x512"
