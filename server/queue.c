@@ -312,7 +312,10 @@ static void run_batch(sdxs_queue *q, sdxs_job **jobs, int count, int images)
         req.noise = noise;
     }
 
-    /* Step 2: the run. */
+    /* Step 2: the run (a stream queues its next frame as soon as this one starts). */
+    for (int b = 0; b < count; b++)
+        if (jobs[b]->started)
+            jobs[b]->started(jobs[b], jobs[b]->user);
     if (st == SDXS_OK)
         st = sdxs_generate(s->model, &req, out, &tm, &err);
     free(noise);

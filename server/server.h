@@ -141,6 +141,7 @@ struct sdxs_job {
     float control_scale;
     const float *noise;    /* (n, C, h, w) explicit starting noise, or NULL; not owned */
     bool counted;          /* counts against --max-queue (HTTP requests do, stream frames not) */
+    sdxs_job_done started; /* or NULL: called (no lock held) as the job's engine run begins */
     sdxs_job_done done;
     void *user;
 

@@ -1,10 +1,13 @@
 /* stream.c: GET /v1/stream, a multipart/x-mixed-replace JPEG stream of a smooth walk through the
  * noise space: frame k between seeds s and s+1 starts from the spherical interpolation of their
  * noises (sdxs_randn) and goes through the engine's queue like any request. Viewers of the same
- * (prompt, size, fps, seed, frames per seed, quality) share one producer thread; each viewer is
- * sent the newest frame whenever it is ready for one (a slow viewer skips frames, it slows no
- * one), a viewer that goes away only drops its own reference, and the producer ends when nobody
- * watches. While waiting for a frame, a viewer's connection is suspended, not polled.
+ * (prompt, size, fps, seed, frames per seed, quality) share one producer thread, which queues
+ * frame k+1 as soon as the engine starts frame k and encodes frame k while the engine runs k+1:
+ * the engine does not wait for the encoding, and a stream has at most two frames under way (one
+ * in the engine, the other queued behind it or being encoded). Each viewer is sent the newest
+ * frame whenever it is ready for one (a slow viewer skips frames, it slows no one), a viewer
+ * that goes away only drops its own reference, and the producer ends when nobody watches.
+ * While waiting for a frame, a viewer's connection is suspended, not polled.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
@@ -47,10 +50,9 @@ struct sdxs_stream {
     sdxs_frame *latest;
     uint64_t seq;
     sdxs_viewer *waiting;
-    /* the producer's current engine job */
+    /* the producer's frames in the engine (sdxs_pending) */
     pthread_mutex_t job_lock;
-    pthread_cond_t job_cond;
-    bool job_done;
+    pthread_cond_t job_cond; /* a frame's engine run began or ended */
 };
 
 void sdxs_streams_init(sdxs_streams *ss, sdxs_server *srv)
@@ -144,51 +146,116 @@ static void slerp(const float *a, const float *b, double t, float *out, size_t n
         out[i] = (float)(wa * a[i] + wb * b[i]);
 }
 
-static void producer_job_done(sdxs_job *job, void *user)
+/* One frame on its way through the engine, and what the producer knows of it. A producer has
+ * two: the frame whose image is being encoded and sent, and the next one, queued as soon as the
+ * engine starts the first, so that the engine never waits for the encoding. */
+typedef struct sdxs_pending {
+    sdxs_stream *stream;
+    sdxs_job *job;      /* NULL while the slot is free */
+    float *noise;       /* (C, h, w) the job's starting noise, kept until the job is done */
+    uint64_t seed, index;
+    double walk;        /* in [0, 1): from seed's noise towards seed + 1's */
+    bool started, done; /* under stream->job_lock */
+} sdxs_pending;
+
+/* The walk through noise space: frame index lies between the noises of seed and seed + 1. */
+typedef struct sdxs_walk {
+    float *a, *b;       /* (C, h, w) the noises of seed and seed + 1 */
+    uint64_t seed, index;
+    size_t per;
+    int frames_per_seed;
+} sdxs_walk;
+
+static void walk_next(sdxs_walk *w, sdxs_pending *p)
 {
-    sdxs_stream *s = user;
+    int pos = (int)(w->index % (uint64_t)w->frames_per_seed);
+    if (pos == 0 && w->index > 0) {
+        float *t = w->a;
+        w->a = w->b;
+        w->b = t;
+        w->seed++;
+        sdxs_randn(w->seed + 1, w->b, w->per);
+    }
+    p->seed = w->seed;
+    p->index = w->index++;
+    p->walk = (double)pos / w->frames_per_seed;
+    slerp(w->a, w->b, p->walk, p->noise, w->per);
+}
+
+static void pending_started(sdxs_job *job, void *user)
+{
+    sdxs_pending *p = user;
     (void)job;
+    pthread_mutex_lock(&p->stream->job_lock);
+    p->started = true;
+    pthread_cond_broadcast(&p->stream->job_cond);
+    pthread_mutex_unlock(&p->stream->job_lock);
+}
+
+static void pending_done(sdxs_job *job, void *user)
+{
+    sdxs_pending *p = user;
+    (void)job;
+    pthread_mutex_lock(&p->stream->job_lock);
+    p->started = true;
+    p->done = true;
+    pthread_cond_broadcast(&p->stream->job_cond);
+    pthread_mutex_unlock(&p->stream->job_lock);
+}
+
+/* Waits until the frame's engine run has begun (or, with done, has finished). */
+static void pending_wait(sdxs_pending *p, bool done)
+{
+    sdxs_stream *s = p->stream;
     pthread_mutex_lock(&s->job_lock);
-    s->job_done = true;
-    pthread_cond_signal(&s->job_cond);
+    while (!(done ? p->done : p->started))
+        pthread_cond_wait(&s->job_cond, &s->job_lock);
     pthread_mutex_unlock(&s->job_lock);
 }
 
-/* Runs one frame through the queue; returns the image's JPEG as a frame, or NULL. */
-static sdxs_frame *make_frame(sdxs_stream *s, const float *noise, uint64_t seed, double walk,
-                              uint64_t index)
+/* Queues the frame's engine job; false (and the slot free) when it cannot be queued. */
+static bool pending_submit(sdxs_pending *p)
 {
-    sdxs_server *srv = s->ss->srv;
-    sdxs_frame *f = NULL;
+    sdxs_stream *s = p->stream;
     sdxs_error err;
     sdxs_job *job = sdxs_job_new(1, s->p.prompt, &err);
+
+    if (!job) {
+        SDXS_ERROR("stream", "%s", err.message);
+        return false;
+    }
+    job->width = s->p.width;
+    job->height = s->p.height;
+    job->seeds[0] = p->seed;
+    job->noise = p->noise;
+    job->started = pending_started;
+    job->done = pending_done;
+    job->user = p;
+    p->started = p->done = false; /* the worker sees the job only after the queue's lock */
+    p->job = job;
+    if (sdxs_queue_submit(&s->ss->srv->queue, job, NULL, NULL) != SDXS_SUBMIT_OK) {
+        sdxs_job_free(job);
+        p->job = NULL;
+        return false;
+    }
+    return true;
+}
+
+/* Turns the finished job's image into a frame (part header, JPEG, CRLF) and frees the job;
+ * NULL when the engine or the encoder failed. */
+static sdxs_frame *pending_encode(sdxs_pending *p)
+{
+    sdxs_stream *s = p->stream;
+    sdxs_job *job = p->job;
+    sdxs_frame *f = NULL;
+    sdxs_error err;
     uint8_t *jpg = NULL;
     size_t jlen = 0;
     char head[256];
     int hlen;
 
-    if (!job) {
-        SDXS_ERROR("stream", "%s", err.message);
-        return NULL;
-    }
-    job->width = s->p.width;
-    job->height = s->p.height;
-    job->seeds[0] = seed;
-    job->noise = noise;
-    job->done = producer_job_done;
-    job->user = s;
-    s->job_done = false;
-    if (sdxs_queue_submit(&srv->queue, job, NULL, NULL) != SDXS_SUBMIT_OK) {
-        sdxs_job_free(job);
-        return NULL;
-    }
-    pthread_mutex_lock(&s->job_lock);
-    while (!s->job_done)
-        pthread_cond_wait(&s->job_cond, &s->job_lock);
-    pthread_mutex_unlock(&s->job_lock);
-
     if (job->http_status != 200) {
-        SDXS_ERROR("stream", "frame %llu of \"%.40s\" failed: %s", (unsigned long long)index,
+        SDXS_ERROR("stream", "frame %llu of \"%.40s\" failed: %s", (unsigned long long)p->index,
                    s->p.prompt, job->err.message);
     } else if (sdxs_jpeg_encode(&job->out[0], s->p.quality, &jpg, &jlen, &err) != SDXS_OK) {
         SDXS_ERROR("stream", "JPEG encoding failed: %s", err.message);
@@ -197,7 +264,8 @@ static sdxs_frame *make_frame(sdxs_stream *s, const float *noise, uint64_t seed,
                         "--" SDXS_STREAM_BOUNDARY "\r\nContent-Type: image/jpeg\r\n"
                         "Content-Length: %zu\r\nX-Frame: %llu\r\nX-Seed: %llu\r\n"
                         "X-Walk: %.4f\r\n\r\n",
-                        jlen, (unsigned long long)index, (unsigned long long)seed, walk);
+                        jlen, (unsigned long long)p->index, (unsigned long long)p->seed,
+                        p->walk);
         f = malloc(sizeof(*f) + (size_t)hlen + jlen + 2);
         if (f) {
             f->refs = 1;
@@ -205,10 +273,13 @@ static sdxs_frame *make_frame(sdxs_stream *s, const float *noise, uint64_t seed,
             memcpy(f->data, head, (size_t)hlen);
             memcpy(f->data + hlen, jpg, jlen);
             memcpy(f->data + hlen + jlen, "\r\n", 2);
+        } else {
+            SDXS_ERROR("stream", "out of memory for a frame of %zu bytes", jlen);
         }
     }
     free(jpg);
     sdxs_job_free(job);
+    p->job = NULL;
     return f;
 }
 
@@ -225,25 +296,27 @@ static void publish(sdxs_stream *s, sdxs_frame *f)
     sdxs_metrics_frame(&s->ss->srv->metrics);
 }
 
-/* Waits until the frame's time (or the streams stop); returns false when they stop. */
-static bool pace(sdxs_streams *ss, double *next_ms, int fps)
+/* After a frame is queued at the rate asked: when the next one is due. A stream that fell more
+ * than a frame behind keeps the rate from now on instead of bursting to catch up. */
+static void schedule_next(double *due_ms, int fps)
+{
+    double now = sdxs_now_ms();
+    if (fps <= 0)
+        return;
+    *due_ms += 1e3 / fps;
+    if (*due_ms < now)
+        *due_ms = now;
+}
+
+/* Waits until due_ms (or the streams stop); returns false when they stop. */
+static bool pace(sdxs_streams *ss, double due_ms, int fps)
 {
     bool go;
-    double now = sdxs_now_ms();
-    if (fps <= 0) {
-        pthread_mutex_lock(&ss->lock);
-        go = !ss->stopping;
-        pthread_mutex_unlock(&ss->lock);
-        return go;
-    }
-    *next_ms += 1e3 / fps;
-    if (*next_ms < now - 1e3 / fps)
-        *next_ms = now; /* fell behind: keep the rate from here instead of bursting */
     pthread_mutex_lock(&ss->lock);
-    while (!ss->stopping && sdxs_now_ms() < *next_ms) {
+    while (fps > 0 && !ss->stopping && sdxs_now_ms() < due_ms) {
         struct timespec ts;
-        ts.tv_sec = (time_t)(*next_ms / 1e3);
-        ts.tv_nsec = (long)((*next_ms - (double)ts.tv_sec * 1e3) * 1e6);
+        ts.tv_sec = (time_t)(due_ms / 1e3);
+        ts.tv_nsec = (long)((due_ms - (double)ts.tv_sec * 1e3) * 1e6);
         if (ts.tv_nsec > 999999999L)
             ts.tv_nsec = 999999999L;
         pthread_cond_timedwait(&ss->wake, &ss->lock, &ts);
@@ -267,62 +340,115 @@ static bool keep_going(sdxs_stream *s)
     return go;
 }
 
+/* Frames until nobody watches, the server stops or the engine fails. Frame k + 1 is queued as
+ * soon as the engine starts frame k (when it is due: at once with fps=0), so the engine runs
+ * it while frame k is encoded and handed to the viewers; otherwise it is queued when due, after
+ * frame k is out. Returns the frames published. */
+static uint64_t produce(sdxs_stream *s, sdxs_walk *w, sdxs_pending slot[2])
+{
+    sdxs_streams *ss = s->ss;
+    sdxs_pending *cur = &slot[0], *next = &slot[1];
+    double due_ms = sdxs_now_ms();
+    uint64_t published = 0;
+
+    if (!keep_going(s))
+        return 0;
+    walk_next(w, cur);
+    if (!pending_submit(cur))
+        return 0;
+    schedule_next(&due_ms, s->p.fps);
+    for (;;) {
+        sdxs_frame *f;
+        sdxs_pending *t;
+        bool queued = false;
+
+        /* Step 1: once the engine has taken this frame, the next one waits behind it. */
+        pending_wait(cur, false);
+        if ((s->p.fps <= 0 || sdxs_now_ms() >= due_ms) && keep_going(s)) {
+            walk_next(w, next);
+            queued = pending_submit(next);
+            if (!queued)
+                return published;
+            schedule_next(&due_ms, s->p.fps);
+        }
+
+        /* Step 2: this frame's image out to the viewers. */
+        pending_wait(cur, true);
+        f = pending_encode(cur);
+        if (!f)
+            return published;
+        publish(s, f);
+        published++;
+
+        /* Step 3: the next frame, if it was not due yet, at its time. */
+        if (!queued) {
+            if (!keep_going(s) || !pace(ss, due_ms, s->p.fps))
+                return published;
+            walk_next(w, next);
+            if (!pending_submit(next))
+                return published;
+            schedule_next(&due_ms, s->p.fps);
+        }
+        t = cur;
+        cur = next;
+        next = t;
+    }
+}
+
 static void *producer_main(void *arg)
 {
     sdxs_stream *s = arg;
     sdxs_streams *ss = s->ss;
     size_t per = sdxs_serve_noise_floats(ss->srv->model, s->p.width, s->p.height);
-    float *a = malloc(per * sizeof(float)), *b = malloc(per * sizeof(float)); /* (C, h, w) */
-    float *mix = malloc(per * sizeof(float));                                   /* (C, h, w) */
-    uint64_t seed = s->p.seed, index = 0;
-    double next_ms = sdxs_now_ms();
-    sdxs_viewer *w;
+    sdxs_walk w = {0};
+    sdxs_pending slot[2];
+    uint64_t frames = 0;
+    sdxs_viewer *v;
 
-    /* Step 1: frames until nobody watches, the server stops or the engine fails. */
-    if (a && b && mix) {
-        sdxs_randn(seed, a, per);
-        sdxs_randn(seed + 1, b, per);
-        while (keep_going(s)) {
-            int pos = (int)(index % (uint64_t)s->p.frames_per_seed);
-            double walk = (double)pos / s->p.frames_per_seed;
-            sdxs_frame *f;
-            if (pos == 0 && index > 0) {
-                float *t = a;
-                a = b;
-                b = t;
-                seed++;
-                sdxs_randn(seed + 1, b, per);
-            }
-            slerp(a, b, walk, mix, per);
-            f = make_frame(s, mix, seed, walk, index);
-            if (!f)
-                break;
-            publish(s, f);
-            index++;
-            if (!pace(ss, &next_ms, s->p.fps))
-                break;
-        }
+    /* Step 1: the noise buffers, then frames for as long as someone watches. */
+    memset(slot, 0, sizeof(slot));
+    w.a = malloc(per * sizeof(float));
+    w.b = malloc(per * sizeof(float));
+    w.seed = s->p.seed;
+    w.per = per;
+    w.frames_per_seed = s->p.frames_per_seed;
+    for (int i = 0; i < 2; i++) {
+        slot[i].stream = s;
+        slot[i].noise = malloc(per * sizeof(float));
+    }
+    if (w.a && w.b && slot[0].noise && slot[1].noise) {
+        sdxs_randn(w.seed, w.a, per);
+        sdxs_randn(w.seed + 1, w.b, per);
+        frames = produce(s, &w, slot);
     } else {
         SDXS_ERROR("stream", "out of memory for the noise of a %dx%d stream", s->p.width,
                    s->p.height);
     }
-    free(a);
-    free(b);
-    free(mix);
 
-    /* Step 2: tell the viewers there is nothing more, and let go. */
+    /* Step 2: a frame still in the engine is waited for (the worker owns it until then). */
+    for (int i = 0; i < 2; i++) {
+        if (slot[i].job) {
+            pending_wait(&slot[i], true);
+            sdxs_job_free(slot[i].job);
+        }
+        free(slot[i].noise);
+    }
+    free(w.a);
+    free(w.b);
+
+    /* Step 3: tell the viewers there is nothing more, and let go. */
     pthread_mutex_lock(&ss->lock);
     if (ss->list[s->slot] == s)
         ss->list[s->slot] = NULL;
     s->ended = true;
-    w = take_waiting(s);
+    v = take_waiting(s);
     ss->running[s->slot] = false;
     ss->producers--;
     pthread_cond_broadcast(&ss->wake);
     stream_unref(s);
     pthread_mutex_unlock(&ss->lock);
-    resume_all(w);
-    SDXS_INFO("stream", "producer ended after %llu frames", (unsigned long long)index);
+    resume_all(v);
+    SDXS_INFO("stream", "producer ended after %llu frames", (unsigned long long)frames);
     return NULL;
 }
 
