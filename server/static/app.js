@@ -243,6 +243,7 @@ demo.modes.sketch = (() => {
   const s = newStats("sketch");
   const pad = $("sketch-in");
   let drawing = false, enabled = false;
+  let version = 0; // bumped by every change of the drawing; s.drawnVersion: the one shown
 
   function clear() {
     pad.width = pad.height = 512;
@@ -257,10 +258,12 @@ demo.modes.sketch = (() => {
     const q = new URLSearchParams({ prompt: p.prompt, seed: p.seed, width: p.width,
       height: p.height, control_mode: "sketch", format: "jpeg" });
     try {
+      const sent = version;
       const body = await new Promise((ok) => pad.toBlob(ok, "image/png"));
       const resp = await call("/v1/controlnet?" + q, {
         method: "POST", headers: headers({ "Content-Type": "image/png" }), body });
       await drawBlob($("sketch-out"), await resp.blob());
+      s.drawnVersion = sent;
       record(s, t0, resp);
     } catch (e) { fail(s, e); }
   });
@@ -283,6 +286,7 @@ demo.modes.sketch = (() => {
     g.strokeStyle = "#000";
     g.lineTo(...at(ev));
     g.stroke();
+    version++;
     poke();
   });
   window.addEventListener("pointerup", () => { drawing = false; });
@@ -294,7 +298,9 @@ demo.modes.sketch = (() => {
       $("sketch-status").textContent = yes ? "" :
         "This server has no ControlNet: start it with a model that has one to use this mode.";
     },
-    start: poke, stop() {}, clear,
+    start: poke, stop() {},
+    clear() { clear(); version++; poke(); },
+    get version() { return version; },
   };
 })();
 
