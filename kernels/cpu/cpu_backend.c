@@ -29,6 +29,7 @@ typedef struct cpu_backend {
     size_t arena_bytes;
     float **scratch; /* one CPU_SCRATCH_BYTES buffer per thread */
     cpu_conv_cache *conv;
+    bool bf16; /* convolution and linear weights in bfloat16 (see cpu_conv.c) */
     double marks[SDXS_MAX_MARKS];
 } cpu_backend;
 
@@ -115,12 +116,19 @@ static size_t numel_of(const sdxs_tensor *t)
     return n;
 }
 
+/* Whether a weight is kept in a oneDNN convolution layout: convolutions always; in bf16 mode also
+ * linear layers, which then run as 1x1 convolutions over a (1, rows) image. */
+static bool conv_layout(const cpu_backend *c, const sdxs_tensor *t)
+{
+    return t->role == SDXS_WEIGHT_CONV || (c->bf16 && t->role == SDXS_WEIGHT_LINEAR);
+}
+
 static void cpu_weight_size(sdxs_backend *be, sdxs_tensor *t)
 {
     t->dtype = SDXS_DTYPE_F32;
     t->nbytes = numel_of(t) * 4;
     /* Convolution weights take the layout oneDNN wants (its size may include padding). */
-    if (t->role == SDXS_WEIGHT_CONV) {
+    if (conv_layout(cpu(be), t)) {
         size_t bytes;
         sdxs_error err;
         if (cpu_conv_weight_size(cpu(be)->conv, t, &bytes, &err) != SDXS_OK)
@@ -150,7 +158,7 @@ static sdxs_status cpu_weight_create(sdxs_backend *be, sdxs_tensor *t, size_t of
 
     SDXS_ASSERT(offset + t->nbytes <= c->weight_bytes);
     t->data = (char *)c->weights + offset;
-    if (t->role != SDXS_WEIGHT_CONV) {
+    if (!conv_layout(c, t)) {
         to_f32(t->data, src_dtype, src, numel_of(t));
         return SDXS_OK;
     }
@@ -298,6 +306,24 @@ static int cpu_linear(sdxs_backend *be, sdxs_tensor *y, const sdxs_tensor *x,
     float *out = fp(y);
     const float *bias = lin->bias ? fp(lin->bias) : NULL;
     const float *res = residual ? fp(residual) : NULL;
+
+    if (cpu(be)->bf16) {
+        /* As a 1x1 convolution: (rows, din) row-major is a (1, din, 1, rows) NHWC image. */
+        sdxs_conv2d conv = {.weight = lin->weight, .bias = lin->bias, .cin = (int)lin->din,
+                            .cout = (int)dout, .kernel = 1, .stride = 1, .pad = 0};
+        sdxs_tensor xi = *x, yi = *y, ri;
+        xi.ndim = yi.ndim = 4;
+        xi.ne[0] = yi.ne[0] = n;
+        xi.ne[1] = lin->din;
+        yi.ne[1] = dout;
+        xi.ne[2] = yi.ne[2] = 1;
+        xi.ne[3] = yi.ne[3] = rows;
+        if (residual) {
+            ri = yi;
+            ri.data = residual->data;
+        }
+        return cpu_conv_run(cpu(be)->conv, &yi, &xi, &conv, NULL, residual ? &ri : NULL, act);
+    }
     for (int64_t b = 0; b < n; b++) {
         int rc = gemm(true, rows, dout, lin->din, fp(x) + b * rows * lin->din, lin->din,
                       fp(lin->weight), lin->din, 0.0f, out + b * rows * dout, dout);
@@ -633,9 +659,9 @@ sdxs_status sdxs_backend_cpu_create(int threads, sdxs_precision precision, sdxs_
     sdxs_backend *be;
     cpu_backend *c;
 
-    if (precision != SDXS_PRECISION_DEFAULT && precision != SDXS_PRECISION_FP32)
+    if (precision == SDXS_PRECISION_FP16)
         return sdxs_fail(err, SDXS_ERR_INVALID, "precision",
-                         "the CPU backend computes in fp32 only");
+                         "the CPU backend computes in fp32 or bf16, not fp16");
     if (threads <= 0)
         threads = omp_get_num_procs();
     omp_set_num_threads(threads);
@@ -645,6 +671,7 @@ sdxs_status sdxs_backend_cpu_create(int threads, sdxs_precision precision, sdxs_
     if (!be || !c)
         goto oom;
     c->threads = threads;
+    c->bf16 = precision == SDXS_PRECISION_BF16;
     c->scratch = sdxs_calloc((size_t)threads, sizeof(float *), err, "scratch pointers");
     if (!c->scratch)
         goto oom;
@@ -655,7 +682,7 @@ sdxs_status sdxs_backend_cpu_create(int threads, sdxs_precision precision, sdxs_
             goto oom;
         }
     }
-    if (cpu_conv_cache_create(&c->conv, err) != SDXS_OK)
+    if (cpu_conv_cache_create(&c->conv, c->bf16, err) != SDXS_OK)
         goto oom;
     be->ops = &cpu_ops;
     be->impl = c;

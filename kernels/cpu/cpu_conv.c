@@ -6,6 +6,8 @@
  * the batch it was made in, and the per-image bias (the U-Net's time embedding) folds into the
  * convolution's bias. The residual is copied into the output first and added by a "sum"
  * post-op; the activation is an "eltwise" post-op after it.
+ * In bf16 mode the weights are stored in bfloat16 and each image is rounded to bfloat16 on its
+ * way in (oneDNN then runs AMX or AVX-512 bf16 code), with float32 sums, bias and output.
  * Shapes: images (1, C, H, W) in NHWC, weights (Cout, Cin, K, K).
  */
 #include "kernels/cpu/cpu_conv.h"
@@ -40,6 +42,9 @@ struct cpu_conv_cache {
     size_t scratch_bytes;
     float *bias; /* one image's combined bias */
     int64_t bias_cap;
+    dnnl_data_type_t dt;  /* of weights and inputs: f32, or bf16 */
+    uint16_t *src16;      /* bf16 mode: one image's input (H, W, C) */
+    int64_t src16_cap;
 };
 
 #define DNNL_TRY(call)                                                                             \
@@ -51,11 +56,12 @@ struct cpu_conv_cache {
         }                                                                                          \
     } while (0)
 
-sdxs_status cpu_conv_cache_create(cpu_conv_cache **out, sdxs_error *err)
+sdxs_status cpu_conv_cache_create(cpu_conv_cache **out, bool bf16, sdxs_error *err)
 {
     cpu_conv_cache *cc = sdxs_calloc(1, sizeof(*cc), err, "the convolution cache");
     if (!cc)
         return SDXS_ERR_RUNTIME;
+    cc->dt = bf16 ? dnnl_bf16 : dnnl_f32;
     cc->prims = sdxs_calloc(CONV_MAX_PRIMS, sizeof(conv_prim), err, "convolution primitives");
     if (!cc->prims || dnnl_engine_create(&cc->engine, dnnl_cpu, 0) != dnnl_success ||
         dnnl_stream_create(&cc->stream, cc->engine, dnnl_stream_default_flags) != dnnl_success) {
@@ -86,6 +92,7 @@ void cpu_conv_cache_free(cpu_conv_cache *cc)
     free(cc->prims);
     free(cc->scratch);
     free(cc->bias);
+    free(cc->src16);
     if (cc->stream)
         dnnl_stream_destroy(cc->stream);
     if (cc->engine)
@@ -93,10 +100,11 @@ void cpu_conv_cache_free(cpu_conv_cache *cc)
     free(cc);
 }
 
-/* A convolution descriptor for one image of (cin, h, w) with weights laid out as wmd. */
-static dnnl_status_t conv_desc(dnnl_convolution_desc_t *cd, int cin, int cout, int k, int stride,
-                               int pad, int64_t h, int64_t w, const dnnl_memory_desc_t *wmd,
-                               bool bias)
+/* A convolution descriptor for one image of (cin, h, w), input of type dt, with weights laid
+ * out as wmd; output and bias float32. */
+static dnnl_status_t conv_desc(dnnl_convolution_desc_t *cd, dnnl_data_type_t dt, int cin,
+                               int cout, int k, int stride, int pad, int64_t h, int64_t w,
+                               const dnnl_memory_desc_t *wmd, bool bias)
 {
     dnnl_memory_desc_t src, dst, bia;
     int64_t ho = (h + 2 * pad - k) / stride + 1, wo = (w + 2 * pad - k) / stride + 1;
@@ -104,7 +112,7 @@ static dnnl_status_t conv_desc(dnnl_convolution_desc_t *cd, int cin, int cout, i
     dnnl_dims_t strides = {stride, stride}, pads = {pad, pad};
     dnnl_status_t s;
 
-    s = dnnl_memory_desc_init_by_tag(&src, 4, sd, dnnl_f32, dnnl_nhwc);
+    s = dnnl_memory_desc_init_by_tag(&src, 4, sd, dt, dnnl_nhwc);
     if (s == dnnl_success)
         s = dnnl_memory_desc_init_by_tag(&dst, 4, dd, dnnl_f32, dnnl_nhwc);
     if (s == dnnl_success)
@@ -126,8 +134,8 @@ sdxs_status cpu_conv_weight_size(cpu_conv_cache *cc, sdxs_tensor *t, size_t *byt
     dnnl_primitive_desc_t pd = NULL;
 
     /* The layout oneDNN chooses for this layer at the canonical size. */
-    DNNL_TRY(dnnl_memory_desc_init_by_tag(&any, 4, wd, dnnl_f32, dnnl_format_tag_any));
-    DNNL_TRY(conv_desc(&cd, cin, cout, k, 1, k / 2, CONV_CANONICAL_SIDE, CONV_CANONICAL_SIDE,
+    DNNL_TRY(dnnl_memory_desc_init_by_tag(&any, 4, wd, cc->dt, dnnl_format_tag_any));
+    DNNL_TRY(conv_desc(&cd, cc->dt, cin, cout, k, 1, k / 2, CONV_CANONICAL_SIDE, CONV_CANONICAL_SIDE,
                        &any, true));
     DNNL_TRY(dnnl_primitive_desc_create(&pd, &cd, NULL, cc->engine, NULL));
     if (cc->ndescs == cc->cap_descs) {
@@ -240,15 +248,23 @@ static conv_prim *make_prim(cpu_conv_cache *cc, const sdxs_conv2d *conv, int64_t
         DNNL_TRY(dnnl_post_ops_append_eltwise(po, 1.0f, alg, alpha, 0.0f));
     DNNL_TRY(dnnl_primitive_attr_set_post_ops(attr, po));
 
-    /* The stored layout first; any layout (and a private copy) if that is not implemented. */
-    DNNL_TRY(conv_desc(&cd, conv->cin, conv->cout, conv->kernel, conv->stride, conv->pad, h, w,
-                       stored, bias));
-    if (dnnl_primitive_desc_create(&pd, &cd, attr, cc->engine, NULL) != dnnl_success) {
+    /* The stored layout first; any layout (and a private copy) if that is not implemented, or
+     * only by oneDNN's reference code (which is a hundred times slower, e.g. on a small input). */
+    DNNL_TRY(conv_desc(&cd, cc->dt, conv->cin, conv->cout, conv->kernel, conv->stride, conv->pad,
+                       h, w, stored, bias));
+    if (dnnl_primitive_desc_create(&pd, &cd, attr, cc->engine, NULL) == dnnl_success) {
+        dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
+        if (!strncmp(impl, "ref", 3)) {
+            dnnl_primitive_desc_destroy(pd);
+            pd = NULL;
+        }
+    }
+    if (!pd) {
         dnnl_memory_desc_t any;
-        DNNL_TRY(dnnl_memory_desc_init_by_tag(&any, 4, stored->dims, dnnl_f32,
+        DNNL_TRY(dnnl_memory_desc_init_by_tag(&any, 4, stored->dims, cc->dt,
                                               dnnl_format_tag_any));
-        DNNL_TRY(conv_desc(&cd, conv->cin, conv->cout, conv->kernel, conv->stride, conv->pad, h,
-                           w, &any, bias));
+        DNNL_TRY(conv_desc(&cd, cc->dt, conv->cin, conv->cout, conv->kernel, conv->stride,
+                           conv->pad, h, w, &any, bias));
         DNNL_TRY(dnnl_primitive_desc_create(&pd, &cd, attr, cc->engine, NULL));
         SDXS_DEBUG("cpu", "convolution %dx%d at %lldx%lld: private weight copy", conv->cin,
                    conv->cout, (long long)h, (long long)w);
@@ -318,6 +334,17 @@ fail:
     return NULL;
 }
 
+/* Rounds n floats to bfloat16, to nearest even (the inputs are finite). */
+static void to_bf16(uint16_t *dst, const float *src, int64_t n)
+{
+#pragma omp parallel for
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &src[i], 4);
+        dst[i] = (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+    }
+}
+
 static conv_prim *find_prim(cpu_conv_cache *cc, const sdxs_conv2d *conv, int64_t h, int64_t w,
                             bool residual, bool bias, sdxs_act act)
 {
@@ -349,6 +376,13 @@ int cpu_conv_run(cpu_conv_cache *cc, sdxs_tensor *y, const sdxs_tensor *x,
     /* One image at a time: its bias (with its own time-embedding term), residual, output. */
     dnnl_memory_set_data_handle(p->wei, p->own_weights ? p->own_weights : conv->weight->data);
     dnnl_memory_set_data_handle(p->scratch, cc->scratch);
+    if (cc->dt == dnnl_bf16 && cc->src16_cap < in_img) {
+        uint16_t *s16 = realloc(cc->src16, (size_t)in_img * sizeof(uint16_t));
+        if (!s16)
+            return SDXS_ERR_RUNTIME;
+        cc->src16 = s16;
+        cc->src16_cap = in_img;
+    }
     for (int64_t b = 0; b < n; b++) {
         float *out = (float *)y->data + b * out_img;
         nargs = 0;
@@ -372,7 +406,12 @@ int cpu_conv_run(cpu_conv_cache *cc, sdxs_tensor *y, const sdxs_tensor *x,
         if (residual)
             memcpy(out, (const float *)residual->data + b * out_img,
                    (size_t)out_img * sizeof(float));
-        dnnl_memory_set_data_handle(p->src, (float *)x->data + b * in_img);
+        if (cc->dt == dnnl_bf16) {
+            to_bf16(cc->src16, (const float *)x->data + b * in_img, in_img);
+            dnnl_memory_set_data_handle(p->src, cc->src16);
+        } else {
+            dnnl_memory_set_data_handle(p->src, (float *)x->data + b * in_img);
+        }
         dnnl_memory_set_data_handle(p->dst, out);
         args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SRC, p->src};
         args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_WEIGHTS, p->wei};

@@ -8,7 +8,8 @@
 
 typedef struct cpu_conv_cache cpu_conv_cache;
 
-sdxs_status cpu_conv_cache_create(cpu_conv_cache **out, sdxs_error *err);
+/* bf16: weights stored, and inputs rounded, in bfloat16 (float32 sums and outputs). */
+sdxs_status cpu_conv_cache_create(cpu_conv_cache **out, bool bf16, sdxs_error *err);
 void cpu_conv_cache_free(cpu_conv_cache *cc);
 
 /* Bytes of a (Cout, Cin, K, K) weight in oneDNN's layout; sets t->impl to its descriptor. */

@@ -180,6 +180,15 @@ static int cmd_generate(int argc, char **argv)
         goto done;
     memset(&opt, 0, sizeof(opt));
     opt.controlnet_dir = json_string_value(json_object_get(root, "controlnet"));
+    /* The CPU reference unless the request names a backend; fp32 unless it asks for bf16. */
+    opt.backend = SDXS_BACKEND_CPU;
+    if (json_is_string(json_object_get(root, "backend")) &&
+        !strcmp(json_string_value(json_object_get(root, "backend")), "cuda"))
+        opt.backend = SDXS_BACKEND_CUDA;
+    if (json_is_string(json_object_get(root, "precision")))
+        opt.precision = !strcmp(json_string_value(json_object_get(root, "precision")), "bf16")
+                            ? SDXS_PRECISION_BF16
+                            : SDXS_PRECISION_FP32;
     if (sdxs_model_open(argv[2], &opt, &m, &err) != SDXS_OK) {
         rc = fail(&err);
         goto done;
