@@ -65,6 +65,21 @@ static const char *value(int argc, char **argv, int *i)
     return argv[++*i];
 }
 
+static bool parse_backend(const char *what, const char *v, sdxs_backend_kind *out)
+{
+    if (!strcmp(v, "cpu"))
+        *out = SDXS_BACKEND_CPU;
+    else if (!strcmp(v, "cuda"))
+        *out = SDXS_BACKEND_CUDA;
+    else if (!strcmp(v, "auto"))
+        *out = SDXS_BACKEND_AUTO;
+    else {
+        fprintf(stderr, "sdxs: %s: '%s' is not cpu, cuda or auto\n", what, v);
+        return false;
+    }
+    return true;
+}
+
 int sdxs_cli_common_flag(sdxs_cli_common *c, int argc, char **argv, int *i)
 {
     const char *f = argv[*i], *v;
@@ -84,16 +99,9 @@ int sdxs_cli_common_flag(sdxs_cli_common *c, int argc, char **argv, int *i)
     if (!strcmp(f, "--model")) {
         c->model = v;
     } else if (!strcmp(f, "--backend")) {
-        if (!strcmp(v, "cpu"))
-            c->opt.backend = SDXS_BACKEND_CPU;
-        else if (!strcmp(v, "cuda"))
-            c->opt.backend = SDXS_BACKEND_CUDA;
-        else if (!strcmp(v, "auto"))
-            c->opt.backend = SDXS_BACKEND_AUTO;
-        else {
-            fprintf(stderr, "sdxs: --backend: '%s' is not cpu, cuda or auto\n", v);
+        if (!parse_backend("--backend", v, &c->opt.backend))
             return -1;
-        }
+        c->backend_given = true;
     } else if (!strcmp(f, "--precision")) {
         if (!strcmp(v, "fp32"))
             c->opt.precision = SDXS_PRECISION_FP32;
@@ -128,7 +136,7 @@ void sdxs_cli_common_help(FILE *f)
     fprintf(f, "common options:\n"
                "  --model DIR          diffusers model folder (default: $SDXS_MODEL, else the\n"
                "                       small model shipped in " SDXS_DEFAULT_MODEL ")\n"
-               "  --backend B          cpu, cuda or auto (default auto)\n"
+               "  --backend B          cpu, cuda or auto (default: $SDXS_BACKEND, else auto)\n"
                "  --precision P        fp32, bf16 or fp16 (default: fp32 on cpu, fp16 on cuda)\n"
                "  --threads N          CPU threads (default: one per core)\n"
                "  --seed N             noise seed (default 0)\n"
@@ -184,8 +192,13 @@ int sdxs_cli_open(sdxs_cli_common *c, sdxs_model **out)
     sdxs_error err;
     const char *dir = c->model;
 
+    const char *env_backend = getenv("SDXS_BACKEND");
+
     if (c->quiet)
         sdxs_log_set_level(SDXS_LOG_WARN);
+    if (!c->backend_given && env_backend && *env_backend &&
+        !parse_backend("SDXS_BACKEND", env_backend, &c->opt.backend))
+        return SDXS_ERR_INVALID;
     if (!dir) {
         dir = default_model(buf, sizeof(buf));
         SDXS_INFO("cli", "no --model given: using %s, the small model trained by distill/ "

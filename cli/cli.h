@@ -18,6 +18,7 @@ typedef struct sdxs_cli_common {
     uint64_t seed;
     int width, height; /* 0: the model's default */
     bool quiet;
+    bool backend_given; /* --backend was on the command line (else $SDXS_BACKEND, else auto) */
 } sdxs_cli_common;
 
 /* Parses one common flag at argv[*i] (advancing *i past its value). Returns 1 when it was one,

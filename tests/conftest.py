@@ -14,6 +14,10 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
+# Parity tests compare the CPU reference backend with diffusers (also on a machine with a GPU,
+# where `auto` would pick CUDA); the GPU tests in tests/gpu/ pass --backend cuda themselves.
+os.environ.setdefault("SDXS_BACKEND", "cpu")
+
 BUILD = os.path.abspath(os.environ.get("SDXS_BUILD", os.path.join(ROOT, "build")))
 DATA = os.path.join(ROOT, "tests", "data")
 
