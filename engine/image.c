@@ -970,10 +970,12 @@ sdxs_status sdxs_jpeg_encode(const sdxs_image *image, int quality, uint8_t **out
     return SDXS_OK;
 }
 
-/* ---- Lanczos resize, as Pillow 9.4's Image.resize(size, Image.LANCZOS) ----
+/* ---- Lanczos resize, as Pillow's Image.resize(size, Image.LANCZOS) up to release 12 ----
  *
  * Pillow resamples separably: a horizontal pass into a temporary image holding only the rows the
- * vertical pass reads, then a vertical pass. For each output index o of a pass with scale
+ * vertical pass reads, then a vertical pass. (Pillow 13 runs the vertical pass first for some
+ * shrinks of the height; each pass rounds to 8 bits, so there the two orders can differ by one
+ * level. The test suite pins Pillow 12.) For each output index o of a pass with scale
  * s = in / out, the filter is centred at (o + 0.5) * s; when shrinking, the Lanczos-3 window is
  * stretched by s (support 3 * max(s, 1)), the taps are the input indices whose rounded distance
  * falls in the window, clipped to the image, and their weights lanczos((i - centre + 0.5) / f)

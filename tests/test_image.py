@@ -1,6 +1,6 @@
 """The image module (engine/image.c, engine/canny.c, through tests/tools/image.c) against the
 references: decoding against Pillow (and against the pixels the test itself wrote), the Lanczos
-resize against Pillow 9.4's Image.resize(size, Image.LANCZOS), Canny against OpenCV's
+resize against Pillow 12's Image.resize(size, Image.LANCZOS), Canny against OpenCV's
 cv2.Canny(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), low, high) and cv2.Canny(rgb, low, high), the
 control-image preparation against the same steps done with Pillow and OpenCV, PNG text chunks
 read back with Pillow, JPEG encoding against Pillow's encoder (the same libjpeg-turbo).
@@ -516,5 +516,5 @@ def test_jpeg_bad_quality(work):
 
 def test_reference_versions():
     """The figures in this file were measured against these versions."""
-    assert PIL.__version__.startswith("9.4"), PIL.__version__
+    assert PIL.__version__.startswith("12."), PIL.__version__
     assert cv2.__version__.startswith("4."), cv2.__version__
