@@ -85,6 +85,7 @@ def distill_decoder(teacher_vae, data, cfg, rt, log_path=None, encoder_steps=Non
             loss = loss + cfg.gan_weight * l_g
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.decoder.parameters(), 1.0)
         opt_g.step()
 
         # Discriminator: real images against the student's.

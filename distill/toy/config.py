@@ -37,8 +37,8 @@ SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
                  beta_schedule="scaled_linear", prediction_type="epsilon", steps_offset=1,
                  timestep_spacing="trailing")
 
-TEACHER_AE_TRAIN = dict(steps=600, batch=32, lr=2e-3, latent_noise=0.1, crop=32)
-TEACHER_LDM_TRAIN = dict(steps=2000, batch=32, lr=6e-4, caption_dropout=0.1,
+TEACHER_AE_TRAIN = dict(steps=5000, batch=32, lr=1e-3, latent_noise=0.1, crop=32)
+TEACHER_LDM_TRAIN = dict(steps=5000, batch=32, lr=6e-4, caption_dropout=0.1,
                          min_snr_gamma=5.0, ema_decay=0.995)
 TEACHER_SAMPLING = dict(steps=20, guidance=3.0)  # how the teacher is evaluated
 
@@ -48,8 +48,8 @@ def recipe(seed=0, threads=1):
         runtime=Runtime(seed=seed, device="cpu", dtype="fp32", threads=threads,
                         deterministic=True, log_every=50),
         resolution=IMAGE_SIZE,
-        decoder=DecoderDistill(channels=16, blocks=[1, 1, 1, 1], steps=400, batch=32, lr=2e-3,
-                               disc_lr=1e-3, downsample=2, gan_weight=0.05, gan_start=200,
+        decoder=DecoderDistill(channels=24, blocks=[1, 1, 1, 1], steps=1200, batch=32, lr=1e-3,
+                               disc_lr=1e-3, downsample=2, gan_weight=0.05, gan_start=400,
                                disc_channels=32, latent_noise=0.1),
         unet=BlockRemoval(drop_mid=True, drop_levels=1, layers_per_block=1, steps=500,
                           batch=32, lr=3e-4, caption_dropout=0.1, ema_decay=0.99),

@@ -135,8 +135,13 @@ def render(info, losses_csv, bench_text=None, name="sdxs-tiny-shapes"):
         f"score distillation with the teacher's ControlNet in the real score | {n['steps']} x "
         f"{n['batch']} | {_minutes(t['d_pairs'] + t['d_student_controlnet'])} |")
     add(f"| evaluation | see below | | {_minutes(t['evaluation'])} |")
-    add(f"\nWall time of the whole run, measured on the two-core build machine while other jobs "
-        f"shared it: **{_minutes(t['total'])}**.\n")
+    paused = info.get("paused_seconds", {})
+    note = "".join(f" The {k.replace('_', ' ')} time excludes {_minutes(v)} during which the "
+                   f"run was stopped (SIGSTOP) while the engine's benchmarks had the machine."
+                   for k, v in paused.items())
+    add(f"\nWall time of the whole run, measured on the two-core build machine with "
+        f"{info['threads']} PyTorch thread(s), lighter jobs sharing it at times: "
+        f"**{_minutes(t['total'])}**.{note}\n")
 
     add("## Loss curves\n")
     add("`loss_curves.svg` plots every loss (moving average); `losses.csv` holds every step. "
