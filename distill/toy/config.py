@@ -1,5 +1,5 @@
 """Sizes and step counts of the toy run: a 64x64 shapes world, a teacher trained from scratch
-and the four SDXS stages, sized to finish in about 1.5 hours on two CPU cores.
+and the four SDXS stages, sized to finish in about two hours on two CPU cores.
 
 `scaled(recipe, f)` multiplies every step and pair count by f (at least one step each), for the
 quick end-to-end check the tests and `--scale` use.
