@@ -73,15 +73,17 @@ int main(void)
         for (int r = 0; r <= reps; r++) {
             double t0 = now_s();
             dnnl_sgemm('N', 'T', s->m, s->n, s->k, 1.0f, a, s->k, b, s->k, 0.0f, c, s->n);
-            if (r && now_s() - t0 < best_dnnl)
-                best_dnnl = now_s() - t0;
+            double dt = now_s() - t0;
+            if (r && dt < best_dnnl)
+                best_dnnl = dt;
         }
         for (int r = 0; cblas && r <= reps; r++) {
             double t0 = now_s();
             cblas(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS, s->m, s->n, s->k, 1.0f, a, s->k,
                   b, s->k, 0.0f, c, s->n);
-            if (r && now_s() - t0 < best_blas)
-                best_blas = now_s() - t0;
+            double dt = now_s() - t0;
+            if (r && dt < best_blas)
+                best_blas = dt;
         }
         printf("%-24s %6d %6d %6d %14.1f ", s->what, s->m, s->n, s->k, gflops(s, best_dnnl));
         if (cblas)

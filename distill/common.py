@@ -18,6 +18,7 @@ from distill import torchfix
 
 torchfix.install()  # before any diffusers model runs: see distill/torchfix.py
 
+
 def setup_runtime(seed, threads=None, deterministic=True):
     """Seeds every generator and pins the CPU thread count, so a run is repeatable from its seed
     on the same machine and thread count."""

@@ -201,23 +201,31 @@ def test_controlnet_mapping():
 
 # ---- export ----
 
-def test_export_loads_in_diffusers(tmp_path):
-    from diffusers import AutoencoderTiny, ControlNetModel
+def tiny_text_encoder():
+    """A one-layer random CLIP text model with the real vocabulary, from torch seed 0."""
     from transformers import CLIPTextConfig, CLIPTextModel
     torch.manual_seed(0)
-    text = CLIPTextModel(CLIPTextConfig(
+    return CLIPTextModel(CLIPTextConfig(
         vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
         num_attention_heads=2, max_position_embeddings=77, hidden_act="quick_gelu",
         bos_token_id=49406, eos_token_id=49407, pad_token_id=49407))
+
+
+def tiny_vae():
+    from diffusers import AutoencoderTiny
+    return AutoencoderTiny(encoder_block_out_channels=[8] * 4, decoder_block_out_channels=[8] * 4,
+                           num_encoder_blocks=[1, 1, 1, 1], num_decoder_blocks=[1, 1, 1, 1])
+
+
+def test_export_loads_in_diffusers(tmp_path):
+    from diffusers import ControlNetModel
+    text = tiny_text_encoder()
     from distill import controlnet
     teacher = tiny_teacher()
     unet, _, _ = block_removal.build_student(teacher)
     cn, _, _ = controlnet.student_controlnet(ControlNetModel.from_unet(teacher), unet)
-    vae = AutoencoderTiny(encoder_block_out_channels=[8] * 4, decoder_block_out_channels=[8] * 4,
-                          num_encoder_blocks=[1, 1, 1, 1], num_decoder_blocks=[1, 1, 1, 1])
-    sched = export.scheduler_for(
-        {"num_train_timesteps": 1000}, "EulerDiscreteScheduler",
-        **{k: v for k, v in export.ONE_STEP_SCHEDULER.items() if not k.startswith("_")})
+    vae = tiny_vae()
+    sched = export.one_step_scheduler({"num_train_timesteps": 1000})
     folder, cn_folder = tmp_path / "model", tmp_path / "model-canny"
     export.write_pipeline(str(folder), text, unet, vae, sched)
     export.write_controlnet(str(cn_folder), cn)
@@ -368,15 +376,9 @@ def test_toy_run_end_to_end(tmp_path):
 
 def tiny_teacher_folder(dst):
     """A random StableDiffusionPipeline folder on TINY_UNET (the full-scale runner's input)."""
-    from diffusers import AutoencoderTiny, DPMSolverMultistepScheduler
-    from transformers import CLIPTextConfig, CLIPTextModel
-    torch.manual_seed(0)
-    text = CLIPTextModel(CLIPTextConfig(
-        vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-        num_attention_heads=2, max_position_embeddings=77, hidden_act="quick_gelu",
-        bos_token_id=49406, eos_token_id=49407, pad_token_id=49407))
-    vae = AutoencoderTiny(encoder_block_out_channels=[8] * 4, decoder_block_out_channels=[8] * 4,
-                          num_encoder_blocks=[1, 1, 1, 1], num_decoder_blocks=[1, 1, 1, 1])
+    from diffusers import DPMSolverMultistepScheduler
+    text = tiny_text_encoder()
+    vae = tiny_vae()
     sched = DPMSolverMultistepScheduler(beta_schedule="scaled_linear", beta_start=0.00085,
                                         beta_end=0.012)
     export.write_pipeline(dst, text, tiny_teacher(), vae, sched)
